@@ -1,0 +1,32 @@
+"""Start the chat UI: `python app.py [--host H] [--port P]` (defaults from settings)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rag.pipeline import build_pipeline
+from rag.settings import load_settings
+from rag.types import RagError
+from rag.ui import launch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Chat with the indexed news articles.")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to serve on (default 7860)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(host=args.host, port=args.port)
+        launch(build_pipeline(settings), settings)
+    except RagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The chat UI's event handlers against a fake pipeline: streaming, history, errors, the
+viewer's lookups and uploads. No browser, no models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.settings import load_settings
+from rag.types import RagError
+from rag.ui import ChatUI, Session, _history, _safe_name
+from tests.ui_fakes import ARTICLE, FakePipeline, chunk_of, make_answer, make_doc, quote_citation
+
+SRC = "003_test.txt"
+QUOTE = "Почти 5 милиона артилерийски снаряда"
+
+
+def _is_skip(x) -> bool:
+    return isinstance(x, dict) and x.get("__type__") == "update" and len(x) == 1
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> ChatUI:
+    settings = load_settings(index_dir=tmp_path / "index", mode="extractive",
+                             max_upload_bytes=2000)
+    pipe = FakePipeline(docs={SRC: make_doc(SRC, ARTICLE)})
+    return ChatUI(pipe, settings)
+
+
+def _answer(text="About 5 million shells [1].", **kw):
+    c = quote_citation(1, SRC, ARTICLE, QUOTE)
+    return make_answer(text, (c,), retrieved=(chunk_of(SRC, ARTICLE, 31, 111, 1),
+                                              chunk_of(SRC, ARTICLE, 0, 29, 2)), **kw)
+
+
+def _run(ui: ChatUI, question: str, session: Session | None = None, mode: str = "auto"):
+    return list(ui.respond(question, session, mode))
+
+
+def test_respond_streams_then_renders_chips_and_sources(ui):
+    ui.pipeline.script = [(["About 5 ", "million ", "shells [1]."], _answer())]
+    ui_stream = ui.respond("How many shells?", None, "auto")
+    first = next(ui_stream)
+    assert first[0][-2]["content"] == "How many shells?"
+    assert first[1] == ""  # the question box is cleared at once
+    rest = list(ui_stream)
+    chat, _, sources, session = rest[-1]
+    assert 'href="#cite-0-1"' in chat[-1]["content"]
+    assert 'id="src-0-1"' in sources
+    assert session.history == ({"role": "user", "content": "How many shells?"},
+                               {"role": "assistant", "content": "About 5 million shells [1]."})
+    assert len(session.answers) == 1
+    assert ui.pipeline.calls == [("How many shells?", [], "auto")]
+
+
+def test_follow_up_passes_history_and_numbers_turns(ui):
+    ui.pipeline.script = [_answer(), _answer("Yes [1].")]
+    s1 = _run(ui, "How many shells?")[-1][3]
+    chat, _, _, s2 = _run(ui, "Really?", s1)[-1]
+    assert ui.pipeline.calls[1][1] == list(s1.history)
+    assert 'href="#cite-1-1"' in chat[-1]["content"]  # second answer's chips point to turn 1
+    assert 'href="#cite-0-1"' in chat[1]["content"]  # the first answer is unchanged
+    assert len(s2.display) == 4
+
+
+def test_blank_question_does_nothing(ui):
+    out = _run(ui, "   ")
+    assert len(out) == 1 and all(_is_skip(x) for x in out[0])
+    assert ui.pipeline.calls == []
+
+
+def test_user_markup_is_shown_literally(ui):
+    ui.pipeline.script = [_answer()]
+    chat = _run(ui, "<img src=x onerror=alert(1)>")[-1][0]
+    assert "<img" not in chat[0]["content"] and "&lt;img" in chat[0]["content"]
+
+
+def test_backend_failure_mid_stream_is_a_message_and_not_history(ui):
+    ui.pipeline.script = [(["Half an "], RagError("Ollama stopped: run `ollama serve`")),
+                          _answer()]
+    chat, _, sources, session = _run(ui, "Q1")[-1]
+    assert "answer-error" in chat[-1]["content"] and "ollama serve" in chat[-1]["content"]
+    assert "Half an" in chat[-1]["content"]
+    assert _is_skip(sources)
+    assert session.history == () and session.answers == ()
+    # the app keeps going: the next question works and sees no broken history
+    chat2, _, _, s2 = _run(ui, "Q2", session)[-1]
+    assert ui.pipeline.calls[1][1] == []
+    assert len(chat2) == 4 and len(s2.answers) == 1
+
+
+def test_unexpected_exception_is_reported(ui):
+    ui.pipeline.script = [ValueError("boom")]
+    chat = _run(ui, "Q")[-1][0]
+    assert "Internal error" in chat[-1]["content"] and "boom" in chat[-1]["content"]
+
+
+def test_refusal_shows_no_sources(ui):
+    ui.pipeline.script = [make_answer("The articles don't say.", (), insufficient=True)]
+    chat, _, sources, _ = _run(ui, "Who won the 1930 World Cup?")[-1]
+    assert "cite-chip" not in chat[-1]["content"]
+    assert "No sources" in sources
+
+
+def test_open_citation_highlights_span_in_document(ui):
+    ui.pipeline.script = [_answer()]
+    session = _run(ui, "Q")[-1][3]
+    sources, viewer, picked = ui.open_ref("cite-0-1", session)
+    assert 'class="src-card active"' in sources
+    assert f'<mark id="viewer-mark">{QUOTE}</mark>' in viewer
+    assert picked == SRC
+    # an uncited retrieved passage opens too, marked as such
+    _, viewer2, _ = ui.open_ref("chunk-0-1", session)
+    assert "not cited" in viewer2 and "<mark" in viewer2
+
+
+@pytest.mark.parametrize("ref", ["cite-5-1", "cite-0-9", "chunk-0-99", "../../etc/passwd",
+                                 "cite-0-1; rm", ""])
+def test_open_ref_rejects_unknown_references(ui, ref):
+    ui.pipeline.script = [_answer()]
+    session = _run(ui, "Q")[-1][3]
+    _, viewer, _ = ui.open_ref(ref, session)
+    assert "viewer empty" in viewer and "<mark" not in viewer
+
+
+def test_open_doc_only_serves_indexed_documents(ui):
+    assert "<mark" not in ui.open_doc(SRC) and "Северна Корея" in ui.open_doc(SRC)
+    assert "not in the index" in ui.open_doc("/etc/passwd")
+    assert "not in the index" in ui.open_doc("../seeds/000_667e1cbf547f6e23.txt")
+
+
+def test_new_chat_clears_everything(ui):
+    chat, question, sources, viewer, session = ui.new_chat()
+    assert chat == [] and question == "" and session == Session()
+    assert "Ask a question" in sources
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+def _file(tmp_path: Path, name: str, data: bytes) -> str:
+    d = tmp_path / "gradio-tmp"
+    d.mkdir(exist_ok=True)
+    p = d / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def test_upload_saves_into_uploads_and_indexes(ui, tmp_path):
+    text = "Нова статия за ракети\n\nСеверна Корея изстреля нова ракета в понеделник.\n"
+    steps = []
+    res = ui.add_article(_file(tmp_path, "нова статия.md", text.encode()),
+                         progress=lambda f, desc=None: steps.append((f, desc)))
+    assert res.ok, res.message
+    saved = tmp_path / "index" / "uploads" / "нова_статия.md"
+    assert saved.read_text(encoding="utf-8") == text
+    assert ui.pipeline.indexed == [saved]
+    assert "Нова статия за ракети" in res.message and steps
+    # the same file again changes nothing
+    again = ui.add_article(_file(tmp_path, "нова статия.md", text.encode()))
+    assert again.ok and "already indexed" in again.message
+    assert ui.pipeline.indexed == [saved]
+
+
+def test_upload_identical_to_an_indexed_article_is_skipped(ui, tmp_path):
+    res = ui.add_article(_file(tmp_path, "copy.txt", ARTICLE.encode()))
+    assert res.ok and "already indexed" in res.message and SRC in res.message
+    assert ui.pipeline.indexed == []
+
+
+def test_upload_may_not_replace_a_seed_article(ui, tmp_path):
+    res = ui.add_article(_file(tmp_path, SRC, b"Different text about something else.\n"))
+    assert not res.ok and "Rename" in res.message
+    assert not (tmp_path / "index" / "uploads" / SRC).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "words"),
+    [
+        ("a.pdf", b"%PDF-1.4", "only .txt and .md"),
+        ("a.txt", b"", "empty"),
+        ("a.txt", b"  \n\n ", "empty"),
+        ("a.txt", "Ćirilica".encode("cp1250") + b"\xff\xfe", "not UTF-8"),
+        ("a.txt", b"x" * 2001, "limit is"),
+        ("a.txt", b"abc\x00def", "binary"),
+    ],
+)
+def test_bad_uploads_are_readable_errors(ui, tmp_path, name, data, words):
+    res = ui.add_article(_file(tmp_path, name, data))
+    assert not res.ok and words in res.message
+    assert ui.pipeline.indexed == []
+    assert not (tmp_path / "index" / "uploads").exists() or \
+        not any((tmp_path / "index" / "uploads").iterdir())
+
+
+def test_upload_the_indexer_rejects_is_removed_again(ui, tmp_path):
+    # only boilerplate: the indexer skips it; the saved copy must not linger
+    res = ui.add_article(_file(tmp_path, "menu.txt", b"menu closed\nmenu open\n"))
+    assert not res.ok and "not added" in res.message
+    assert not (tmp_path / "index" / "uploads" / "menu.txt").exists()
+
+
+def test_safe_name():
+    assert _safe_name("../../etc/passwd.txt") == "passwd.txt"
+    assert _safe_name("C:\\x\\evil name!.MD") == "evil_name.md"
+    assert _safe_name("Статия 1.txt") == "Статия_1.txt"
+    assert _safe_name(".hidden.txt") == "hidden.txt"  # no dot-files in the uploads folder
+
+
+# --- API -----------------------------------------------------------------------------------
+
+def test_api_ask_returns_answer_json_and_accepts_history_shapes(ui):
+    ui.pipeline.script = [_answer(), _answer()]
+    out = ui.api_ask("How many?", [["Q0", "A0"]])
+    assert out["citations"][0]["quote"] == QUOTE
+    assert ui.pipeline.calls[0][1] == [{"role": "user", "content": "Q0"},
+                                       {"role": "assistant", "content": "A0"}]
+    ui.api_ask("Again?", [{"role": "user", "content": "x"}])
+    assert ui.pipeline.calls[1][1] == [{"role": "user", "content": "x"}]
+
+
+def test_history_rejects_garbage():
+    import gradio as gr
+
+    with pytest.raises(gr.Error):
+        _history([42])
