@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rag.gguf import MODEL_FILE as DEFAULT_GGUF_FILE
 from rag.types import Backend, RagError
 
 if TYPE_CHECKING:
@@ -305,13 +306,17 @@ class OpenAIChatModel(_LlamaIndexChatModel):
 
 
 class LlamaCppChatModel:
-    """A GGUF file run in-process by llama-cpp-python (optional extra, imported on first use)."""
+    """A GGUF file run in-process by llama-cpp-python (optional extra, imported on first use).
+
+    Without a model path (argument or settings.llamacpp_model_path) it runs the GGUF shipped by
+    the `llamacpp` extra, assembled into the cache dir on first load (see rag.gguf).
+    """
 
     def __init__(self, settings: Settings, model_path: str | Path | None = None) -> None:
         path = model_path or settings.llamacpp_model_path
         self.path = Path(path).expanduser() if path else None
         self.settings = settings
-        self.backend = Backend("llamacpp", self.path.name if self.path else "")
+        self.backend = Backend("llamacpp", self.path.name if self.path else DEFAULT_GGUF_FILE)
         self.last_usage: dict[str, Any] = {}
         self._llm: Any = None
         # A llama.cpp context is not thread-safe; the UI may call from several threads.
@@ -321,10 +326,10 @@ class LlamaCppChatModel:
         if self._llm is not None:
             return self._llm
         if self.path is None:
-            raise RagError(
-                "No GGUF model for the llamacpp backend: set llamacpp_model_path in rag.toml "
-                "or RAG_LLAMACPP_MODEL_PATH"
-            )
+            from rag.gguf import default_model_path
+
+            # Raises a RagError naming the extra to install when the part packages are missing.
+            self.path = default_model_path()
         if not self.path.is_file():
             raise RagError(f"GGUF model file {self.path} does not exist")
         try:

@@ -309,8 +309,12 @@ def test_openai_like_unreachable():
 # --- llama.cpp ---------------------------------------------------------------------------------
 
 
-def test_llamacpp_needs_a_model_path(tmp_path):
+def test_llamacpp_needs_a_model_path(tmp_path, monkeypatch):
+    # No path means the GGUF bundled by the extra; pretend its part packages are not installed.
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("rag.gguf.PART_PACKAGE", "newsrag_test_no_such_part{n}")
     model = build_chat_model(_settings(backend="llamacpp"))
+    assert model.backend.model == "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
     assert isinstance(model, LlamaCppChatModel)
     with pytest.raises(RagError, match="llamacpp_model_path"):
         model.check()
