@@ -1,0 +1,236 @@
+"""`rag` command line: index, retrieve, ask, eval. The only place in rag/ that prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .settings import Settings, load_settings
+from .types import RagError
+
+
+def _progress_bar(desc: str):
+    """An indexing progress callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def update(done: int, total: int, current: str) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit="file", file=sys.stderr,
+                                      leave=False, disable=total == 0)
+        bar.set_postfix_str(current[:40])
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _settings(args: argparse.Namespace, **extra) -> Settings:
+    return load_settings(
+        index_dir=getattr(args, "index_dir", None),
+        top_k=getattr(args, "k", None),
+        mode=getattr(args, "mode", None),
+        backend=getattr(args, "backend", None),
+        **extra,
+    )
+
+
+def _pipeline(settings: Settings, args: argparse.Namespace, *, need_llm: bool = False):
+    from .pipeline import build_pipeline
+
+    model = getattr(args, "model", None)
+    if not need_llm:
+        settings = settings.model_copy(update={"mode": "extractive"})
+    return build_pipeline(settings, backend=getattr(args, "backend", None), model=model)
+
+
+def _read_questions(path: Path) -> list[dict]:
+    from .evaluate import load_questions
+
+    return [q.__dict__ if hasattr(q, "__dict__") else dict(q) for q in load_questions(path)]
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    pipe = _pipeline(settings, args)
+    path = Path(args.path or settings.data_dir)
+    report = pipe.index(path, rebuild=args.rebuild, progress=_progress_bar("indexing"))
+    for file, reason in report.skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    print(
+        f"{report.files} files: {report.indexed} indexed, {report.unchanged} unchanged, "
+        f"{len(report.skipped)} skipped, {report.removed} removed; {report.chunks} chunks written, "
+        f"{report.total_chunks} in the index; {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def _emit_retrieval(rid, question: str, hits, ms: float, as_json: bool) -> None:
+    if as_json:
+        row = {"question": question, "retrieved": [h.to_json() for h in hits],
+               "retrieve_ms": round(ms, 2)}
+        if rid is not None:
+            row = {"id": rid, **row}
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+        return
+    print(f"Q: {question}  ({ms:.0f} ms)")
+    for h in hits:
+        c = h.chunk
+        text = " ".join(c.text.split())
+        print(f"  {h.rank}. [{h.score:.4f}] {c.source} lines {c.line_start}-{c.line_end} "
+              f"({c.language}) {text[:160]}{'…' if len(text) > 160 else ''}")
+
+
+def _questions(args: argparse.Namespace) -> Iterable[tuple[str | None, str]]:
+    if args.questions:
+        for q in _read_questions(Path(args.questions)):
+            yield q["id"], q["question"]
+    elif args.question:
+        yield None, args.question
+    else:
+        raise RagError("Give a question, or --questions FILE (a question-set .jsonl).")
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    pipe = _pipeline(settings, args)
+    for rid, question in _questions(args):
+        t0 = time.perf_counter()
+        hits = pipe.retrieve(question, args.k)
+        _emit_retrieval(rid, question, hits, (time.perf_counter() - t0) * 1000, args.json)
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    pipe = _pipeline(settings, args, need_llm=settings.mode != "extractive")
+    for rid, question in _questions(args):
+        if args.json:
+            answer = pipe.ask(question, mode=args.mode)
+            row = answer.to_json()
+            if rid is not None:
+                row = {"id": rid, **row}
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+            continue
+        answer = None
+        for kind, payload in pipe.stream(question, mode=args.mode):
+            if kind == "delta":
+                print(payload, end="", flush=True)
+            elif kind == "answer":
+                answer = payload
+        print()
+        if answer is not None:
+            _print_sources(answer)
+    return 0
+
+
+def _print_sources(answer) -> None:
+    for c in answer.citations:
+        quote = " ".join(c.quote.split())
+        print(f"  [{c.n}] {c.source} lines {c.lines[0]}-{c.lines[1]}: {quote[:200]}")
+    for note in answer.notes:
+        print(f"  note: {note}")
+    t = answer.timings
+    first = f", first token {t.first_token_ms:.0f} ms" if t.first_token_ms is not None else ""
+    print(f"  ({answer.mode}, {answer.backend.name}:{answer.backend.model}; retrieval "
+          f"{t.retrieve_ms:.0f} ms{first}, total {t.total_ms:.0f} ms)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    mins = evaluate.parse_min(args.min or [])
+    questions = evaluate.load_questions(Path(args.questions))
+    settings = _settings(args)
+    pipe = _pipeline(settings, args, need_llm=not args.retrieval_only and
+                     settings.mode != "extractive")
+    pipe.ensure_index(progress=_progress_bar("indexing"))
+    baseline = None
+    if args.baseline:
+        from .baseline import NaivePipeline
+
+        baseline = NaivePipeline(settings, pipe.embedder, chat_model=pipe.chat_model)
+    out = Path(args.out or Path("eval-runs") / time.strftime("%Y%m%d-%H%M%S"))
+    summary = evaluate.run_eval(
+        pipe, questions, out, k=args.k or settings.top_k, retrieval_only=args.retrieval_only,
+        baseline=baseline, progress=True, settings_dict=_public_settings(settings),
+    )
+    print(evaluate.format_summary(summary) if hasattr(evaluate, "format_summary")
+          else json.dumps(summary["overall"], indent=2, ensure_ascii=False))
+    print(f"\nwrote {out}/ (results.jsonl, summary.json, report.md, charts)")
+    failures = evaluate.check_thresholds(summary, mins)
+    for f in failures:
+        print(f"FAIL {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _public_settings(settings: Settings) -> dict:
+    d = settings.model_dump(mode="json")
+    for secret in ("openai_api_key", "auth_password"):
+        d.pop(secret, None)
+    return d
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logs")
+    p.add_argument("--index-dir", type=Path, help="Chroma index folder (default: index/)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("index", help="index articles (.txt/.md), incrementally")
+    s.add_argument("path", nargs="?", help="file or folder (default: settings.data_dir, seeds/)")
+    s.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
+    s.set_defaults(func=cmd_index)
+
+    for name, func, helptext in (("retrieve", cmd_retrieve, "show the passages for a question"),
+                                 ("ask", cmd_ask, "answer a question with citations")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("question", nargs="?")
+        s.add_argument("-k", type=int, help="passages to retrieve (default 5)")
+        s.add_argument("--json", action="store_true", help="one JSON object per question")
+        s.add_argument("--questions", help="answer every question of a question-set .jsonl")
+        if name == "ask":
+            s.add_argument("--mode", choices=["auto", "generate", "extractive"])
+            s.add_argument("--backend", choices=["ollama", "openai", "llamacpp"])
+            s.add_argument("--model", help="LLM model name (or GGUF path for llamacpp)")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("eval", help="evaluate on a question set; writes a report and charts")
+    s.add_argument("--questions", default="seeds/questions.jsonl")
+    s.add_argument("--out", help="output folder (default eval-runs/<timestamp>/)")
+    s.add_argument("--retrieval-only", action="store_true")
+    s.add_argument("--mode", choices=["auto", "generate", "extractive"])
+    s.add_argument("--backend", choices=["ollama", "openai", "llamacpp"])
+    s.add_argument("--model")
+    s.add_argument("-k", "--k", type=int, dest="k")
+    s.add_argument("--baseline", action="store_true",
+                   help="also run a naive llama-index pipeline and show ratios")
+    s.add_argument("--min", action="append", metavar="METRIC=VALUE",
+                   help="fail (exit 1) when a metric is below VALUE, e.g. --min hit@5=1.0")
+    s.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except RagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

