@@ -1,7 +1,21 @@
-"""Hybrid retrieval: dense (Chroma) + BM25, fused by reciprocal rank fusion (llama-index).
+"""Hybrid retrieval: dense (Chroma, e5) + BM25, fused by weighted reciprocal rank fusion.
 
-The BM25 index is built once from the stored chunks and persisted next to the Chroma index,
-keyed by a fingerprint of the chunk ids, so it is rebuilt only when the collection changed.
+Three choices, each measured on the seed questions (benchmarks/results/retrieval.md):
+
+* BM25 compares words by a script-neutral key (`rag.text.bm25_tokens`): most questions are
+  about an article in another language or alphabet, and the lexical evidence that crosses that
+  gap is names, numbers and shared Slavic roots. With raw words, BM25 only ever matched the
+  articles written in the question's own language and made the hybrid worse than dense alone.
+* Dense scores are corrected for hubness (CSLS, Conneau et al. 2018): a passage that is close to
+  many other passages (a headline-only chunk, a generic summary paragraph) is close to almost
+  every question too, and won rank 1 for questions it does not answer. Its similarity is reduced
+  by `hub_penalty` times its mean similarity to its nearest neighbours in the corpus.
+* Fusion is plain reciprocal rank fusion with per-retriever weights (llama-index's
+  QueryFusionRetriever, whose RRF takes no weights, with that one method overridden).
+
+The BM25 index and the hubness table are built once from the stored chunks and persisted next
+to the Chroma index, keyed by a fingerprint of the chunk ids, the tokeniser and the embedding
+model, so they are rebuilt only when the collection (or the way they are computed) changed.
 """
 
 from __future__ import annotations
@@ -9,29 +23,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from .embed import Embedder
 from .store import ChromaStore
-from .text import STEM_PREFIX, STOPWORDS
+from .text import BM25_PREFIX, bm25_tokens
 from .types import Chunk, RagError, Retrieved
 
 logger = logging.getLogger(__name__)
 
-_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-
-
-class PrefixStemmer:
-    """bm25s stemmer interface. No English stemmer is applied to Cyrillic or Serbian Latin:
-    a fixed-length prefix conflates Slavic inflections (снаряда/снаряди) in any language."""
-
-    def stemWords(self, words: list[str]) -> list[str]:  # noqa: N802 - bm25s' name
-        return [w.replace("’", "'")[:STEM_PREFIX] for w in words]
+# Bump when `bm25_tokens` or the hubness computation changes: persisted caches then rebuild.
+CACHE_VERSION = f"bm25-latinkey{BM25_PREFIX}+hub1"
+# Neighbours averaged for a passage's hubness, and the reference sample size above which the
+# neighbours are looked for in a fixed random sample instead of the whole corpus (O(N·S), not N²).
+HUB_NEIGHBOURS = 10
+HUB_SAMPLE = 4096
 
 
 def chunk_to_node(chunk: Chunk) -> TextNode:
@@ -60,112 +73,268 @@ def node_to_chunk(node) -> Chunk:
     )
 
 
-class DenseRetriever(BaseRetriever):
-    """Chroma nearest neighbours for the e5 query embedding."""
+# --------------------------------------------------------------------------------------------
+# Hubness
+# --------------------------------------------------------------------------------------------
 
-    def __init__(self, store: ChromaStore, embedder: Embedder, top_k: int):
+def hubness(vectors: np.ndarray, neighbours: int = HUB_NEIGHBOURS,
+            sample: int = HUB_SAMPLE) -> np.ndarray:
+    """Mean cosine similarity of each (L2-normalised) row to its `neighbours` nearest other
+    rows: the r(p) term of CSLS. Above `sample` rows, neighbours come from a fixed random
+    sample of rows, which estimates the same local density at a bounded cost."""
+    n = len(vectors)
+    if n < 2:
+        return np.zeros(n, dtype=np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
+    ref_idx = np.arange(n)
+    if n > sample:
+        ref_idx = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
+    # Where each row sits in the reference set (-1: not in it), so that a passage is never
+    # counted as its own neighbour.
+    pos = np.full(n, -1)
+    pos[ref_idx] = np.arange(len(ref_idx))
+    ref = v[ref_idx]
+    k = min(neighbours, len(ref_idx) - 1)
+    out = np.empty(n, dtype=np.float32)
+    for lo in range(0, n, 1024):  # bounded memory: one 1024 × |ref| block at a time
+        hi = min(lo + 1024, n)
+        sims = v[lo:hi] @ ref.T
+        own = pos[lo:hi]
+        rows = np.nonzero(own >= 0)[0]
+        sims[rows, own[rows]] = -np.inf
+        top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+        out[lo:hi] = top.mean(axis=1)
+    return out
+
+
+def _stored_vectors(store: ChromaStore, page: int = 1000) -> tuple[list[str], np.ndarray]:
+    """Every chunk id with its stored embedding. ChromaStore has no public accessor for the
+    vectors yet, so this reads the collection through the store's own client."""
+    col = store.client.get_collection(store.name, embedding_function=None)
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    offset = 0
+    while True:
+        got = col.get(include=["embeddings"], limit=page, offset=offset)
+        ids.extend(got["ids"])
+        if len(got["ids"]):
+            parts.append(np.asarray(got["embeddings"], dtype=np.float32))
+        if len(got["ids"]) < page:
+            break
+        offset += page
+    vecs = np.vstack(parts) if parts else np.zeros((0, 0), np.float32)
+    return ids, vecs
+
+
+def _fingerprint(ids: Sequence[str], *extra: str) -> str:
+    h = hashlib.sha256("\n".join([CACHE_VERSION, *extra, *sorted(ids)]).encode())
+    return h.hexdigest()[:16]
+
+
+def load_hubness(store: ChromaStore, cache_dir: Path | None,
+                 ids: Sequence[str] | None = None) -> dict[str, float]:
+    """chunk id → hubness, from `cache_dir/hubness.json` if it matches the collection."""
+    ids = sorted(ids if ids is not None else store.chunk_ids())
+    fp = _fingerprint(ids, store.embed_id, str(HUB_NEIGHBOURS), str(HUB_SAMPLE))
+    path = cache_dir / "hubness.json" if cache_dir is not None else None
+    if path is not None:
+        try:
+            data = json.loads(path.read_text())
+            if data["fingerprint"] == fp:
+                return dict(zip(data["ids"], data["hubness"], strict=True))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or stale: rebuild below
+    t0 = time.perf_counter()
+    got_ids, vecs = _stored_vectors(store)
+    table = dict(zip(got_ids, hubness(vecs).tolist(), strict=True)) if got_ids else {}
+    logger.info("computed hubness of %d chunks in %.0f ms", len(table),
+                (time.perf_counter() - t0) * 1000)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"fingerprint": fp, "ids": list(table),
+                                       "hubness": list(table.values())}))
+            tmp.replace(path)
+        except OSError as e:
+            logger.warning("could not persist the hubness table to %s: %s", path, e)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Retrievers
+# --------------------------------------------------------------------------------------------
+
+class DenseRetriever(BaseRetriever):
+    """Chroma nearest neighbours for the e5 query embedding, re-scored as
+    cos(q, p) − hub_penalty · hubness(p)."""
+
+    def __init__(self, store: ChromaStore, embedder: Embedder, top_k: int,
+                 hub: dict[str, float] | None = None, hub_penalty: float = 0.0):
         super().__init__()
         self.store, self.embedder, self.top_k = store, embedder, top_k
+        self.hub = hub or {}
+        self.hub_penalty = hub_penalty if self.hub else 0.0
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         vec = self.embedder.embed_queries([query_bundle.query_str])[0]
-        return [
-            NodeWithScore(node=chunk_to_node(c), score=s)
-            for c, s in self.store.query(vec, self.top_k)
+        # The penalty reorders neighbours, so look deeper than what is kept.
+        depth = self.top_k * 2 if self.hub_penalty else self.top_k
+        scored = [
+            (c, s - self.hub_penalty * self.hub.get(c.id, 0.0))
+            for c, s in self.store.query(vec, depth)
         ]
+        scored.sort(key=lambda cs: cs[1], reverse=True)
+        return [NodeWithScore(node=chunk_to_node(c), score=s) for c, s in scored[: self.top_k]]
 
 
 class LexicalRetriever(BaseRetriever):
-    """llama-index's BM25 retriever, minus zero-score hits: an English question shares no words
-    with a Bulgarian article, and rank fusion must not reward such arbitrary "matches"."""
+    """BM25 (bm25s) over `bm25_tokens`, the same tokeniser for passages and questions.
 
-    def __init__(self, bm25):
+    Hits with score 0 are dropped: a question that shares no word with a passage must not get
+    an arbitrary rank for it in the fusion.
+    """
+
+    def __init__(self, bm25, chunks: list[Chunk], top_k: int, from_cache: bool = False):
         super().__init__()
         self.bm25 = bm25
+        self.chunks = chunks  # row i of the BM25 matrix is chunks[i]
+        self.top_k = top_k
+        self.from_cache = from_cache  # for tests and logs: was the persisted index reused?
+
+    def scores(self, question: str) -> np.ndarray:
+        vocab = self.bm25.vocab_dict
+        # Each question word counts once; BM25's tf saturation is for documents.
+        ids = list(dict.fromkeys(vocab[t] for t in bm25_tokens(question) if t in vocab))
+        if not ids:
+            return np.zeros(len(self.chunks), dtype=np.float32)
+        return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        try:
-            hits = self.bm25.retrieve(query_bundle)
-        except (ValueError, KeyError, IndexError):  # no query token in the vocabulary
+        s = self.scores(query_bundle.query_str)
+        if not s.any():
             return []
-        return [h for h in hits if (h.score or 0.0) > 0.0]
+        k = min(self.top_k, len(s))
+        top = np.argpartition(-s, k - 1)[:k]
+        top = top[np.argsort(-s[top], kind="stable")]
+        return [NodeWithScore(node=chunk_to_node(self.chunks[i]), score=float(s[i]))
+                for i in top if s[i] > 0]
 
 
-def _fingerprint(ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int):
+def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
+              ids: Sequence[str] | None = None) -> LexicalRetriever | None:
     """Load the persisted BM25 index if it matches the collection, else build (and persist) it."""
-    from llama_index.retrievers.bm25 import BM25Retriever
+    import bm25s
 
-    ids = store.chunk_ids()
+    ids = sorted(ids if ids is not None else store.chunk_ids())
     if not ids:
         return None
     fp = _fingerprint(ids)
-    stemmer = PrefixStemmer()
     if cache_dir is not None:
-        marker = cache_dir / "fingerprint.json"
         try:
-            if json.loads(marker.read_text())["fingerprint"] == fp:
-                import bm25s
-
-                bm = bm25s.BM25.load(str(cache_dir), load_corpus=True)
+            if json.loads((cache_dir / "fingerprint.json").read_text())["fingerprint"] == fp:
+                bm = bm25s.BM25.load(str(cache_dir), show_progress=False)
+                rows = json.loads((cache_dir / "chunks.json").read_text())
+                chunks = [Chunk(**r) for r in rows]
                 logger.debug("loaded BM25 index from %s", cache_dir)
-                return BM25Retriever(existing_bm25=bm, stemmer=stemmer, similarity_top_k=top_k,
-                                     token_pattern=_TOKEN_PATTERN)
-        except (OSError, ValueError, KeyError):
-            pass  # absent or stale: rebuild below
-    nodes = [chunk_to_node(c) for c in store.iter_chunks()]
-    bm = BM25Retriever(nodes=nodes, stemmer=stemmer, language=sorted(STOPWORDS),
-                       similarity_top_k=top_k, token_pattern=_TOKEN_PATTERN)
+                return LexicalRetriever(bm, chunks, top_k, from_cache=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent, stale or damaged: rebuild below
+    t0 = time.perf_counter()
+    chunks = sorted(store.iter_chunks(), key=lambda c: c.id)
+    bm = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    bm.index([bm25_tokens(c.text) for c in chunks], show_progress=False)
     if cache_dir is not None:
         try:
-            if cache_dir.exists():
-                shutil.rmtree(cache_dir)
-            cache_dir.mkdir(parents=True)
-            bm.bm25.save(str(cache_dir), corpus=bm.corpus)
+            # The folder is shared with the hubness table: replace only BM25's own files, and
+            # drop the marker first so that a half-written index is never taken as current.
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            (cache_dir / "fingerprint.json").unlink(missing_ok=True)
+            bm.save(str(cache_dir), show_progress=False)
+            (cache_dir / "chunks.json").write_text(
+                json.dumps([asdict(c) for c in chunks], ensure_ascii=False))
+            # Written last: a half-written cache has no marker and is rebuilt next time.
             (cache_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": fp}))
         except OSError as e:
             logger.warning("could not persist the BM25 index to %s: %s", cache_dir, e)
-    logger.info("built BM25 index over %d chunks", len(nodes))
-    return bm
+    logger.info("built BM25 index over %d chunks in %.0f ms", len(chunks),
+                (time.perf_counter() - t0) * 1000)
+    return LexicalRetriever(bm, chunks, top_k)
+
+
+class WeightedRRFRetriever(QueryFusionRetriever):
+    """QueryFusionRetriever whose reciprocal rank fusion weighs each retriever:
+    score(d) = Σ_i w_i / (k + rank_i(d)). Nodes are identified by id (the upstream method keys
+    on a hash of content and metadata), and ties keep the first retriever's order."""
+
+    def __init__(self, retrievers: list[BaseRetriever], weights: Sequence[float],
+                 rrf_k: float = 60.0, **kwargs):
+        super().__init__(retrievers, retriever_weights=list(weights), **kwargs)
+        self.rrf_k = rrf_k
+
+    def _reciprocal_rerank_fusion(self, results: dict) -> list[NodeWithScore]:
+        fused: dict[str, float] = {}
+        first: dict[str, NodeWithScore] = {}
+        for (_query, idx), hits in results.items():
+            w = self._retriever_weights[idx]
+            ranked = sorted(hits, key=lambda h: h.score or 0.0, reverse=True)
+            for rank, hit in enumerate(ranked, 1):
+                nid = hit.node.node_id
+                first.setdefault(nid, hit)
+                fused[nid] = fused.get(nid, 0.0) + w / (self.rrf_k + rank)
+                # Each query builds fresh nodes, so the per-retriever rank can ride along.
+                first[nid].node.metadata[f"rank_{idx}"] = rank
+        order = sorted(fused, key=lambda nid: fused[nid], reverse=True)  # stable on ties
+        return [NodeWithScore(node=first[nid].node, score=fused[nid]) for nid in order]
 
 
 class HybridRetriever:
-    """Dense + BM25, fused with llama-index's reciprocal-rank fusion, de-duplicated."""
+    """Dense + BM25, fused with weighted reciprocal rank fusion, de-duplicated."""
 
     def __init__(self, store: ChromaStore, embedder: Embedder, *, top_k: int = 5,
-                 candidates: int = 20, bm25_dir: Path | None = None, use_bm25: bool = True):
+                 candidates: int = 20, bm25_dir: Path | None = None, use_bm25: bool = True,
+                 dense_weight: float = 1.0, bm25_weight: float = 1.0, rrf_k: float = 60.0,
+                 hub_penalty: float = 0.5):
         self.store = store
         self.embedder = embedder
         self.top_k = top_k
         self.candidates = candidates
         self.bm25_dir = bm25_dir
         self.use_bm25 = use_bm25
-        self._fusion: QueryFusionRetriever | None = None
-        self._fusion_k = None
+        self.dense_weight = dense_weight
+        self.bm25_weight = bm25_weight
+        self.rrf_k = rrf_k
+        self.hub_penalty = hub_penalty
+        self._fusion: WeightedRRFRetriever | None = None
+        self.lexical: LexicalRetriever | None = None
 
     def refresh(self) -> None:
         """Forget the fused retriever so the next query sees a changed collection."""
         self._fusion = None
+        self.lexical = None
 
-    def _get(self, k: int) -> QueryFusionRetriever:
+    def _get(self, k: int) -> WeightedRRFRetriever:
         if self._fusion is None:
             from llama_index.core.llms import MockLLM
 
             if self.store.count() == 0:
                 raise RagError("The index is empty: run `rag index` to add articles.")
-            dense = DenseRetriever(self.store, self.embedder, self.candidates)
-            retrievers: list[BaseRetriever] = [dense]
-            if self.use_bm25:
-                bm = load_bm25(self.store, self.bm25_dir, self.candidates)
-                if bm is not None:
-                    retrievers.append(LexicalRetriever(bm))
-            self._fusion = QueryFusionRetriever(
-                retrievers, llm=MockLLM(), mode="reciprocal_rerank", num_queries=1,
-                use_async=False, similarity_top_k=max(k, self.candidates),
+            ids = self.store.chunk_ids()
+            hub = (load_hubness(self.store, self.bm25_dir, ids) if self.hub_penalty else None)
+            retrievers: list[BaseRetriever] = [
+                DenseRetriever(self.store, self.embedder, self.candidates, hub, self.hub_penalty)
+            ]
+            weights = [self.dense_weight]
+            if self.use_bm25 and self.bm25_weight > 0:
+                self.lexical = load_bm25(self.store, self.bm25_dir, self.candidates, ids)
+                if self.lexical is not None:
+                    retrievers.append(self.lexical)
+                    weights.append(self.bm25_weight)
+            self._fusion = WeightedRRFRetriever(
+                retrievers, weights, rrf_k=self.rrf_k, llm=MockLLM(), mode="reciprocal_rerank",
+                num_queries=1, use_async=False, similarity_top_k=max(k, self.candidates),
             )
+        self._fusion.similarity_top_k = max(k, self.candidates)
         return self._fusion
 
     def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]:
@@ -183,7 +352,9 @@ class HybridRetriever:
             if key in seen_text:  # the same passage in two files (syndicated copy)
                 continue
             seen_text.add(key)
-            out.append(Retrieved(chunk=chunk, rank=len(out) + 1, score=float(hit.score or 0.0)))
+            m = hit.node.metadata
+            out.append(Retrieved(chunk=chunk, rank=len(out) + 1, score=float(hit.score or 0.0),
+                                 dense_rank=m.get("rank_0"), bm25_rank=m.get("rank_1")))
             if len(out) == k:
                 break
         logger.debug("retrieved %d in %.1f ms", len(out), (time.perf_counter() - t0) * 1000)

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     candidates: int = Field(default=20, ge=1, le=500)
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
+    rrf_k: float = Field(default=60.0, gt=0)  # reciprocal rank fusion constant
+    hub_penalty: float = Field(default=0.5, ge=0)  # dense: cos − this × passage hubness (CSLS)
 
     # --- answering ------------------------------------------------------------------------------
     mode: AnswerMode = "auto"

