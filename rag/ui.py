@@ -43,6 +43,7 @@ EXAMPLES = [
 ]
 
 MODES = ["auto", "generate", "extractive"]
+VIEWER_HINT = "Article viewer: click a [n] chip, or pick an article above, to read it here."
 _REF = re.compile(r"(cite|chunk)-(\d{1,4})-(\d{1,4})")
 # Streaming re-sends the whole chat to the browser; ~12 updates a second reads as smooth.
 _STREAM_INTERVAL = 0.08
@@ -78,10 +79,11 @@ CSS = """
 .src-file { font-family: var(--font-mono); font-size: .92em; }
 .src-lines, .score, .rank { color: var(--body-text-color-subdued); }
 .src-title { font-weight: 600; margin: .2em 0; }
-.src-passage { white-space: pre-line; margin: .3em 0; padding-left: .6em;
-  border-left: 3px solid var(--border-color-primary); font-size: .92em; }
+.src-card .src-passage { white-space: pre-line; margin: .3em 0 !important; padding: 0 0 0 .6em;
+  border-left: 3px solid var(--border-color-primary); font-size: .92em; font-style: normal; }
+.src-card .src-passage::before, .src-card .src-passage::after { content: none; }
 .src-passage.plain { font-size: .85em; }
-.open-src { font-size: .82em; }
+.open-src { display: inline-block; font-size: .82em; margin-top: .1em; }
 details.src-other summary { cursor: pointer; font-size: .9em; margin-top: .4em; }
 .no-sources { font-style: italic; margin: .4em 0; }
 mark { background: #fde047; color: #111; padding: 0 .1em; border-radius: 2px; }
@@ -266,7 +268,7 @@ class ChatUI:
 
     def new_chat(self) -> tuple[Any, ...]:
         return ([], "", R.render_sources(None, 0, self.doc),
-                R.render_viewer_message("Article viewer: click a [n] chip, or pick an article above, to read it here."),
+                R.render_viewer_message(VIEWER_HINT),
                 Session())
 
     # --- sources and viewer --------------------------------------------------------------------
@@ -372,7 +374,8 @@ class ChatUI:
         lang = R.lang_label(info.language) if info else "?"
         chunks = info.chunks if info else report.chunks
         logger.info("uploaded and indexed %s (%d chunks)", dest, chunks)
-        return UploadResult(True, f"Added “{title}” ({name}, {lang}, {chunks} passages). "
+        passages = "1 passage" if chunks == 1 else f"{chunks} passages"
+        return UploadResult(True, f"Added “{title}” ({name}, {lang}, {passages}). "
                             "You can ask about it now.", source=name)
 
     def _read_upload(self, path: Path, name: str) -> bytes:
@@ -482,8 +485,7 @@ def build_ui(pipeline: Any, settings: Settings, upload_dir: Path | None = None) 
                 doc_pick = gr.Dropdown(choices=[], value=None, label="Open an indexed article",
                                        show_label=False, container=False, elem_id="doc-pick",
                                        interactive=True)
-                viewer = gr.HTML(R.render_viewer_message(
-                    "Article viewer: click a [n] chip, or pick an article above, to read it here."), elem_id="viewer")
+                viewer = gr.HTML(R.render_viewer_message(VIEWER_HINT), elem_id="viewer")
         # Bridge for the page script: it writes "cite-T-N" here and clicks the button.
         ref_box = gr.Textbox(visible="hidden", elem_id="ref-box")
         ref_open = gr.Button("open", visible="hidden", elem_id="ref-open")
@@ -544,6 +546,11 @@ def prepare(pipeline: Any, settings: Settings, upload_dir: Path | None = None) -
         pipeline.index(uploads, progress=log_progress)
     # Warm up: the first retrieval loads the embedder and the BM25 index, not the first user.
     pipeline.retrieve("warm up", 1)
+    try:
+        # Build the answerer (and what it loads) now rather than inside the first question.
+        getattr(pipeline, "answerer", None)
+    except Exception:  # noqa: BLE001 - answering errors are reported per question instead
+        logger.exception("the answerer could not be prepared")
     logger.info("ready: %d articles indexed (%.1f s)", len(pipeline.documents()),
                 time.perf_counter() - t0)
 
