@@ -1,0 +1,351 @@
+"""Answering: question → retrieval → evidence → (generated or extractive) answer with citations.
+
+`Answerer` is built from injected parts (retriever, embedder, settings, optional chat model), so
+the UI, the CLI, the benchmarks and the tests all run the same code:
+
+- `generate`: the LLM writes a short answer from numbered evidence, streamed; afterwards every
+  claim's citation is verified (rag.cite) and the final text carries only markers that hold.
+- `extractive`: no model writes anything; the answer is the best evidence sentences, verbatim,
+  each with its [n], under a lead-in in the question's language — or the refusal text when the
+  evidence does not answer the question.
+- `auto` (the default): `generate` when the configured LLM answers `check()`, else `extractive`
+  with a note saying what to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from . import cite, language, prompts
+from .embed import Embedder
+from .evidence import EvidenceSelector, Selection, asked_types, needs_context, satisfies
+from .llm import ChatModel, complete
+from .text import words
+from .types import Answer, Backend, Citation, Evidence, RagError, Retrieved, Timings
+
+logger = logging.getLogger(__name__)
+
+AnswerEvent = tuple[Literal["delta"], str] | tuple[Literal["answer"], Answer]
+
+EXTRACTIVE = Backend("extractive", "")
+# How long a backend's check() result is trusted: a server started later is picked up soon.
+CHECK_TTL_S = 30.0
+# Evidence sentences numbered for the LLM prompt (the extractive answer shows fewer).
+PROMPT_EVIDENCE = 6
+# The extractive answer: up to `settings.evidence_sentences` sentences within this many
+# characters (the first sentence is always shown whole).
+EXTRACTIVE_BUDGET = 600
+# A further sentence is shown only if its score is this close to the best one's.
+EXTRACTIVE_MARGIN = 0.06
+EXTRACTIVE_OTHER_MARGIN = 0.0
+# Retrieval depth for evidence selection, as a multiple of settings.top_k: the sentence ranking
+# reorders passages, so it is given more than the top few to choose from.
+RETRIEVE_FACTOR = 3
+
+
+class Retriever(Protocol):
+    def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]: ...
+
+
+@dataclass
+class _Check:
+    ok: bool
+    error: str
+    at: float
+
+
+class Answerer:
+    """Answers questions over the index; one instance serves many questions (thread-safe)."""
+
+    def __init__(self, retriever: Retriever, embedder: Embedder, settings: Any,
+                 chat_model: ChatModel | None = None, *,
+                 selector: EvidenceSelector | None = None):
+        self.retriever = retriever
+        self.embedder = embedder
+        self.settings = settings
+        self.chat_model = chat_model
+        self.selector = selector or EvidenceSelector(embedder)
+        self._check: _Check | None = None
+        self._check_lock = threading.Lock()
+
+    # --- public API ------------------------------------------------------------------------
+    def ask(self, question: str, history: list[dict] | None = None,
+            mode: str | None = None) -> Answer:
+        """The complete answer (blocking)."""
+        answer: Answer | None = None
+        for kind, value in self.stream(question, history, mode):
+            if kind == "answer":
+                answer = value  # type: ignore[assignment]
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, history: list[dict] | None = None,
+               mode: str | None = None) -> Iterator[AnswerEvent]:
+        """("delta", text) pieces as the answer is produced, then ("answer", Answer).
+
+        Generated answers stream token by token; the final Answer holds the verified text (its
+        markers may differ from the streamed ones when a citation was dropped or moved).
+        Extractive answers arrive as one delta.
+        """
+        t0 = time.perf_counter()
+        question = self._validate(question)
+        lang, raw = language.detect(question)
+        logger.debug("question language %s (raw %s)", lang, raw)
+        chosen, notes = self._choose_mode(mode)
+
+        standalone = self._standalone(question, history, chosen)
+        asked = standalone or question
+
+        tr = time.perf_counter()
+        k = max(self.settings.top_k, self.settings.top_k * RETRIEVE_FACTOR)
+        retrieved = tuple(self.retriever.retrieve(asked, k))
+        retrieve_ms = (time.perf_counter() - tr) * 1000
+
+        if chosen == "generate":
+            yield from self._generate(question, asked, lang, retrieved, standalone, notes,
+                                      t0, retrieve_ms)
+        else:
+            answer = self._extractive(question, asked, lang, retrieved, standalone, notes,
+                                      t0, retrieve_ms)
+            yield ("delta", answer.answer)
+            yield ("answer", answer)
+
+    def warm(self, retrieved: Sequence[Retrieved]) -> int:
+        """Embed the sentences of these passages ahead of time (see EvidenceSelector.warm)."""
+        return self.selector.warm(retrieved)
+
+    # --- input and mode --------------------------------------------------------------------
+    def _validate(self, question: str) -> str:
+        q = (question or "").strip()
+        if not q:
+            raise RagError("The question is empty: type a question about the articles.")
+        limit = self.settings.max_question_chars
+        if len(q) > limit:
+            raise RagError(
+                f"The question is too long ({len(q)} characters; the limit is {limit}). "
+                "Ask something shorter, or raise max_question_chars."
+            )
+        return q
+
+    def _choose_mode(self, mode: str | None) -> tuple[str, list[str]]:
+        wanted = mode or self.settings.mode
+        if wanted not in ("auto", "generate", "extractive"):
+            raise RagError(f"Unknown answer mode {wanted!r}: use auto, generate or extractive.")
+        if wanted == "extractive":
+            return "extractive", []
+        if self.chat_model is None:
+            if wanted == "generate":
+                raise RagError(
+                    "Generate mode needs an LLM, and none is configured: start Ollama "
+                    f"(`ollama serve`, then `ollama pull {self.settings.ollama_model}`) or use "
+                    "mode=extractive."
+                )
+            return "extractive", []
+        status = self._backend_status()
+        if status.ok:
+            return "generate", []
+        if wanted == "generate":
+            raise RagError(status.error)
+        return "extractive", [status.error]
+
+    def _backend_status(self) -> _Check:
+        """chat_model.check(), remembered for CHECK_TTL_S seconds."""
+        with self._check_lock:
+            now = time.monotonic()
+            if self._check is None or now - self._check.at > CHECK_TTL_S:
+                try:
+                    assert self.chat_model is not None
+                    self.chat_model.check()
+                    self._check = _Check(True, "", now)
+                except RagError as e:
+                    logger.info("LLM backend not available: %s", e)
+                    self._check = _Check(False, str(e), now)
+            return self._check
+
+    # --- follow-up questions ---------------------------------------------------------------
+    def _standalone(self, question: str, history: list[dict] | None, mode: str) -> str | None:
+        """A self-contained version of a follow-up question, or None without history."""
+        turns = [m for m in history or [] if m.get("role") in ("user", "assistant")
+                 and str(m.get("content") or "").strip()]
+        if not turns:
+            return None
+        if mode == "generate" and self.chat_model is not None:
+            messages = prompts.condense_messages(prompts.render_history(turns), question,
+                                                 self.settings)
+            try:
+                text = complete(self.chat_model, messages)
+            except RagError as e:
+                logger.warning("condensing failed, using the heuristic: %s", e)
+            else:
+                cleaned = _clean_condensed(text)
+                if cleaned:
+                    return cleaned
+        return condense_heuristic(turns, question)
+
+    # --- extractive --------------------------------------------------------------------------
+    def _extractive(self, question: str, asked: str, lang: str, retrieved: tuple[Retrieved, ...],
+                    standalone: str | None, notes: list[str], t0: float,
+                    retrieve_ms: float) -> Answer:
+        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE)
+        decision = cite.extractive_refusal(selection)
+        notes = [*notes, prompts.phrase("needs_ollama", lang, self.settings)]
+        if decision.refuse:
+            logger.info("extractive refusal: %s", "; ".join(decision.reasons))
+            text = prompts.phrase("refusal", lang, self.settings)
+            citations: tuple[Citation, ...] = ()
+        else:
+            shown = pick_extractive(selection, self.settings.evidence_sentences,
+                                    decision.typed_evidence)
+            lead = prompts.phrase("extractive_lead_in", lang, self.settings)
+            lines = [f"{ev.sentence.text} [{i}]" for i, ev in enumerate(shown, start=1)]
+            text = lead + "\n" + "\n".join(lines)
+            citations = tuple(cite.make_citation(i, ev, 1.0)
+                              for i, ev in enumerate(shown, start=1))
+        return Answer(
+            question=question, answer=text, language=lang, mode="extractive",
+            insufficient_context=decision.refuse, citations=citations, retrieved=retrieved,
+            backend=EXTRACTIVE,
+            timings=Timings(retrieve_ms=retrieve_ms, first_token_ms=None,
+                            total_ms=(time.perf_counter() - t0) * 1000),
+            usage={}, standalone_question=standalone, notes=tuple(notes),
+        )
+
+    # --- generate ----------------------------------------------------------------------------
+    def _generate(self, question: str, asked: str, lang: str, retrieved: tuple[Retrieved, ...],
+                  standalone: str | None, notes: list[str], t0: float,
+                  retrieve_ms: float) -> Iterator[AnswerEvent]:
+        model = self.chat_model
+        assert model is not None
+        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE)
+        evidence = selection.evidence
+        timings = dict(retrieve_ms=retrieve_ms, first_token_ms=None)
+        if not evidence:
+            text = prompts.phrase("refusal", lang, self.settings)
+            yield ("delta", text)
+            yield ("answer", self._refusal(question, lang, retrieved, model, standalone, notes,
+                                           t0, timings, {}))
+            return
+        messages = prompts.answer_messages(prompts.render_evidence(evidence), question, lang,
+                                           self.settings)
+        parts: list[str] = []
+        for piece in model.stream(messages):
+            if timings["first_token_ms"] is None:
+                timings["first_token_ms"] = (time.perf_counter() - t0) * 1000
+            parts.append(piece)
+            yield ("delta", piece)
+        reply = "".join(parts).strip()
+        usage = dict(model.last_usage or {})
+        if cite.is_refusal(reply):
+            yield ("answer", self._refusal(question, lang, retrieved, model, standalone, notes,
+                                           t0, timings, usage))
+            return
+        vectors = self.selector.sentence_vectors([ev.sentence for ev in evidence])
+        checked = cite.verify(reply, evidence, self.embedder, vectors)
+        if checked.dropped_markers:
+            logger.info("dropped %d citation number(s) outside 1..%d", checked.dropped_markers,
+                        len(evidence))
+        yield ("answer", Answer(
+            question=question, answer=checked.text, language=lang, mode="generate",
+            insufficient_context=False, citations=checked.citations, retrieved=retrieved,
+            backend=model.backend,
+            timings=Timings(retrieve_ms=timings["retrieve_ms"],
+                            first_token_ms=timings["first_token_ms"],
+                            total_ms=(time.perf_counter() - t0) * 1000),
+            usage=usage, standalone_question=standalone, notes=tuple(notes),
+            unsupported_claims=checked.unsupported_claims,
+        ))
+
+    def _refusal(self, question: str, lang: str, retrieved: tuple[Retrieved, ...],
+                 model: ChatModel, standalone: str | None, notes: list[str], t0: float,
+                 timings: dict, usage: dict) -> Answer:
+        return Answer(
+            question=question, answer=prompts.phrase("refusal", lang, self.settings),
+            language=lang, mode="generate", insufficient_context=True, citations=(),
+            retrieved=retrieved, backend=model.backend,
+            timings=Timings(retrieve_ms=timings["retrieve_ms"],
+                            first_token_ms=timings["first_token_ms"],
+                            total_ms=(time.perf_counter() - t0) * 1000),
+            usage=usage, standalone_question=standalone, notes=tuple(notes),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def pick_extractive(selection: Selection, max_sentences: int,
+                    typed: Sequence[int] = ()) -> list[Evidence]:
+    """The evidence to quote: the best sentence (or the best one holding the asked-for kind of
+    answer, e.g. a number for "how many"), then the next best while they score close to it and
+    fit the length budget."""
+    evidence = list(selection.evidence)
+    if not evidence:
+        return []
+    first = next((ev for ev in evidence if ev.n in typed), evidence[0])
+    shown = [first]
+    used = len(first.sentence.text)
+    top = evidence[0].score
+    _, all_types = asked_types(selection.question)
+    for ev in evidence:
+        if len(shown) >= max_sentences:
+            break
+        if ev is first:
+            continue
+        # Another article's sentence must score closer: a wrong file cited costs precision.
+        margin = (EXTRACTIVE_MARGIN if ev.sentence.source in {s.sentence.source for s in shown}
+                  else EXTRACTIVE_OTHER_MARGIN)
+        close = top - ev.score <= margin
+        # A later part of the question ("... and when?") may be answered by a lower sentence.
+        fills_type = any(satisfies(t, ev.sentence.text) and
+                         not any(satisfies(t, s.sentence.text) for s in shown)
+                         for t in all_types)
+        if not (close or fills_type):
+            continue
+        if used + len(ev.sentence.text) > EXTRACTIVE_BUDGET:
+            continue
+        if needs_context(ev.sentence) and not ev.context_before:
+            continue  # a fragment that cannot be read alone
+        shown.append(ev)
+        used += len(ev.sentence.text)
+    # Quote in the order the articles tell it when they come from one article.
+    return shown
+
+
+_ANAPHORIC = re.compile(
+    r"\b(he|she|it|they|him|her|them|his|its|their|that|this|there|those|these|тој|таа|тоа|"
+    r"тие|него|неа|нив|неговиот|той|тя|то|те|него|нея|тях|неговият|там|on|ona|ono|oni|njega|"
+    r"nju|njih|njegov|tamo|taj|та|він|вона|воно|вони|його|її|їх|там|цей|ця|це)\b",
+    re.IGNORECASE)
+
+
+def condense_heuristic(history: Sequence[dict], question: str) -> str | None:
+    """Without an LLM: a short follow-up or one with pronouns is asked together with the
+    previous user question ("And when?" → "Where did Putin and Kim meet? And when?")."""
+    previous = next((str(m["content"]).strip() for m in reversed(history)
+                     if m.get("role") == "user" and str(m.get("content") or "").strip()), None)
+    if not previous or previous == question:
+        return None
+    if len(words(question)) <= 6 or _ANAPHORIC.search(question):
+        return f"{previous} {question}"
+    return None
+
+
+def _clean_condensed(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    first = re.sub(r"^(standalone question|question)\s*:\s*", "", lines[0], flags=re.I)
+    return first.strip().strip('"“”«»\'').strip()
+
+
+def evidence_vectors(selector: EvidenceSelector, evidence: Sequence[Evidence]) -> np.ndarray:
+    return selector.sentence_vectors([ev.sentence for ev in evidence])

@@ -1,0 +1,495 @@
+"""Evidence selection: retrieved chunks → ranked, numbered sentences with exact file spans.
+
+Every answer mode starts here. The retrieved chunks are split into sentences (each keeps its
+character span and line numbers in the source file), every sentence is scored against the
+question with the multilingual e5 embedder plus a lexical signal that works across the corpus'
+scripts, and the best few become numbered `Evidence`, with a neighbouring sentence attached when
+the sentence cannot stand on its own, and near-duplicates from other articles dropped.
+
+The lexical helpers (`fold`, `stem`, `content_terms`) are shared with `rag.cite`, which uses the
+same notion of "term" for support checks and for the refusal decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .embed import Embedder
+from .text import STOPWORDS, normalize, sentence_spans, words
+from .types import Evidence, Retrieved, Sentence
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Terms: one spelling for the same word across Cyrillic and Latin scripts
+# --------------------------------------------------------------------------------------------
+
+# Cyrillic (bg, mk, sr, uk, ru letters) to a plain Latin skeleton. The aim is not a standard
+# romanisation but that one name written in different scripts folds to one string:
+# Шојгу/Šojgu/Шойгу/Shoigu → "shoigu", Харків/Harkov/Kharkiv → "harkiv"/"harkov".
+_CYR = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "ґ": "g", "д": "d", "ѓ": "g", "ђ": "dj", "е": "e",
+    "є": "e", "ё": "e", "ж": "zh", "з": "z", "ѕ": "dz", "и": "i", "і": "i", "ї": "i", "й": "i",
+    "ј": "i", "к": "k", "ќ": "k", "л": "l", "љ": "l", "м": "m", "н": "n", "њ": "n", "о": "o",
+    "п": "p", "р": "r", "с": "s", "т": "t", "ћ": "c", "у": "u", "ф": "f", "х": "h", "ц": "c",
+    "ч": "ch", "џ": "dzh", "ш": "sh", "щ": "sht", "ъ": "a", "ы": "i", "ь": "", "э": "e",
+    "ю": "iu", "я": "ia",
+}
+_LAT = {"č": "ch", "ć": "c", "š": "sh", "ž": "zh", "đ": "dj", "j": "i", "y": "i", "w": "v",
+        "q": "k", "x": "ks", "'": ""}
+_FOLD = str.maketrans({**_CYR, **_LAT})
+# English spellings of Slavic sounds ("Kharkiv", "Shoigu" is already fine) and doubled letters.
+_KH = re.compile(r"kh")
+_DOUBLE = re.compile(r"(.)\1+")
+
+# Prefix length for stems: Slavic inflection changes endings (Русия/Русија/Русије, снаряда/
+# снаряди); 5 folded characters keep most roots apart while conflating those forms.
+STEM_CHARS = 5
+
+# Words that ask rather than tell: interrogatives, auxiliaries and "the articles" framing, in
+# the five languages. They are never evidence of an answer.
+_QUESTION_WORD_TEXT = """
+according also any article articles between both did does done either exactly kind kinds many
+much name named other others report reported reportedly say said says tell told what whose
+there then than into over under after before since such been being can could should shall may
+might must only just very more most some these those our your you his her him she he we us
+какво какви какъв каква кое кои коя кой колко кога къде защо според статии статиите статия
+към сега още този тази това тези
+какво кој која кое кои колку кога каде зошто според статии статиите статија уште сега
+šta sta koji koja koje kojim kog koliko kada gde zašto prema članci članaka članak još sada
+što kakve kakva kakav
+хто що який яка яке які якого якої скільки коли де чому згідно статті статтях статей ще зараз
+"""
+_QUESTION_WORDS = frozenset(_QUESTION_WORD_TEXT.split())
+
+_NUMBER = re.compile(r"^\d+([.,]\d+)?$")
+
+
+def fold(word: str) -> str:
+    """Script-independent skeleton of one (already normalised) word."""
+    w = word.translate(_FOLD)
+    w = _KH.sub("h", w)
+    return _DOUBLE.sub(r"\1", w)
+
+
+def stem(word: str) -> str:
+    """Folded prefix; numbers stay whole (2018 must not match 2019)."""
+    if _NUMBER.match(word):
+        return word
+    return fold(word)[:STEM_CHARS]
+
+
+def stems(word: str) -> set[str]:
+    """`stem(word)`, plus English readings of a plain-Latin word: "j" as in Jong/Џонг/Džong
+    (Serbian Latin reads it as "y": Šojgu/Шойгу) and "c" as in director/директор."""
+    out = {stem(word)}
+    if word.isascii() and not word.isdigit():
+        # English spelling: "Jong" sounds like Џонг, "director"/"Conflict" have a hard c.
+        english = word.replace("j", "dž").replace("ck", "k").replace("c", "k")
+        out.add(stem(english))
+        out.add(stem(word.replace("c", "k")))
+    return out
+
+
+@dataclass(frozen=True)
+class Term:
+    """A content word of a question: its normalised form and the stems it may match."""
+
+    word: str
+    keys: frozenset[str]
+
+    def found_in(self, stem_set: set[str] | frozenset[str]) -> bool:
+        return not self.keys.isdisjoint(stem_set)
+
+
+def content_terms(text: str) -> list[Term]:
+    """The words of `text` that carry meaning: no stopwords, no question words, no 1-2 letter
+    words except numbers. Order of first occurrence, one Term per stem."""
+    out: list[Term] = []
+    seen: set[str] = set()
+    for w in words(text):
+        if w in STOPWORDS or w in _QUESTION_WORDS:
+            continue
+        if len(w) < 3 and not w.isdigit():
+            continue
+        s = stem(w)
+        if s and s not in seen:
+            seen.add(s)
+            out.append(Term(w, frozenset(stems(w))))
+    return out
+
+
+def term_set(text: str) -> set[str]:
+    """Stems of every word of `text` (for matching question terms against evidence)."""
+    return {k for w in words(text) if len(w) > 1 or w.isdigit() for k in stems(w)}
+
+
+# --------------------------------------------------------------------------------------------
+# What kind of answer a question asks for
+# --------------------------------------------------------------------------------------------
+
+# Each answer type: the question phrases that ask for it (regexes over normalised text, all five
+# languages) and a test for text that could answer it. A "how many" question whose evidence holds
+# no number, or a "when" question whose evidence names no time, is not answered by it.
+QUANTITY, MONEY, MEASURE, DATE, TIME = "quantity", "money", "measure", "date", "time"
+
+_ASKS: dict[str, re.Pattern[str]] = {
+    QUANTITY: re.compile(
+        r"\bhow (?:many|much)\b|\bколко\b|\bколку\b|\bkoli(?:ko|ki|ka|ku)\b|\bскільки\b|"
+        r"\bwhat number\b"),
+    MONEY: re.compile(
+        r"\b(?:pay|paid|pays|cost|costs|price|prices|платил\w*|плати\w*|плате\w*|заплат\w*|"
+        r"сплат\w*|plati\w*|platio|plaća\w*|cen[aeu]|цена|цената|ціна|ціну|вартість|струва\w*|"
+        r"чини|košta\w*|kошта\w*|чини)\b"),
+    MEASURE: re.compile(
+        r"\b(?:range|distance|domet\w*|домет\w*|дальн\w*|далекобійн\w*|обхват\w*|далечин\w*|"
+        r"досег\w*|weight|тежин\w*|težin\w*|вага|вагу|speed|брзин\w*|brzin\w*|швидк\w*|"
+        r"скорост\w*)\b"),
+    DATE: re.compile(
+        r"\b(?:what|which) (?:date|day)\b|\bдата\b|\bдатата\b|\bdatum\w*|\bдатум\w*|"
+        r"\bякого (?:числа|дня)\b|\bкой ден\b|\bкој ден\b|\bkog dana\b"),
+    TIME: re.compile(
+        r"\bwhen\b|\b(?:what|which) (?:year|month)\b|\bкога\b|\bkada\b|\bколи\b|\bвідколи\b|"
+        r"\bоткога\b|\bод кога\b|\bod kada\b|\b(?:коя|која|koje|koja|якого|якому|котрого) "
+        r"(?:година|godine|godina|року|році|месец|місяця|mesec\w*)\b"),
+}
+
+_MONTH_ALT = (
+    r"january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|януари|февруари|март|април|май|юни|юли|август|септември|октомври|ноември|"
+    r"декември|јануари|мај|јуни|јули|januar\w*|februar\w*|mart\w*|april\w*|maj\w*|jun[aeu]?|"
+    r"jul[aeu]?|avgust\w*|septemb\w*|oktob\w*|novemb\w*|decemb\w*|січ\w+|лют\w+|берез\w+|"
+    r"квіт\w+|травн\w+|травень|черв\w+|лип\w+|серп\w+|верес\w+|жовт\w+|листопад\w*|"
+    r"груд\w+")
+_MONTHS = re.compile(rf"\b(?:{_MONTH_ALT})\b")
+_WEEKDAYS = re.compile(
+    r"\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|понеделник|вторник|сряда|"
+    r"четвъртък|петък|събота|неделя|среда|четврток|петок|сабота|недела|ponedelj\w*|utor\w*|"
+    r"sred\w*|četvrt\w*|petak|petk\w*|subot\w*|nedelj\w*|понеділ\w*|вівтор\w*|середу|"
+    r"четвер\w*|п'ятниц\w*|субот\w*|неділ\w*)\b")
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+_DAY_MONTH = re.compile(rf"\b\d{{1,2}}\.?\s+(?:{_MONTH_ALT})\b|\b\d{{1,2}}\.\d{{1,2}}\.")
+_NUMBER_WORDS = re.compile(
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+    r"fifty|hundreds?|thousands?|millions?|billions?|dozens?|един|една|едно|два|две|три|четири|"
+    r"пет|шест|седем|седум|осем|осум|девет|десет|десетки|стотици|хиляди|илјади|милион\w*|"
+    r"милиард\w*|jedan|jedna|dva|dve|tri|četiri|pet|šest|sedam|osam|devet|deset|desetine|"
+    r"stotine|hiljad\w*|milion\w*|milijard\w*|один|одна|дві|чотири|п'ять|шість|сім|вісім|"
+    r"дев'ять|десять|десятки|сотні|тисяч\w*|мільйон\w*|мільярд\w*)\b")
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)?")
+_CURRENCY = re.compile(
+    r"[$€£₽₴]|\b(?:usd|eur|dollars?|долар\w*|dolar\w*|евро|euro\w*|євро|рубл\w*|rubl\w*|"
+    r"гривн\w*|won|вон[аи]?)\b")
+_UNITS = re.compile(
+    r"\b(?:km|км|kilomet\w*|километ\w*|кілометр\w*|miles?|мил[ьяі]\w*|metr\w*|meter\w*|"
+    r"метр\w*|метар\w*|tons?|тон\w*|tonn?\w*|kg|кг)\b")
+
+
+# Where a second question starts: ", and how many ...", " и какво ...", " i kada ...", " і що ...".
+_SECOND_ASK = re.compile(
+    r",?\s+(?:and|и|і|i|та|а)\s+(?=(?:how|what|when|who|which|where|why|какво|какви|кога|колко|"
+    r"кой|коя|кои|къде|што|кога|колку|кој|која|каде|šta|sta|kada|koliko|ko|koji|koja|gde|що|"
+    r"коли|скільки|хто|який|яка|які|де)\b)")
+
+
+def asked_types(question: str) -> tuple[list[str], list[str]]:
+    """(main, all): the answer types the question asks for. `main` are those asked before any
+    second question ("Who ..., and how many ...?" asks mainly for a person); the first-asked
+    comes first."""
+    q = normalize(question)
+    cut = m.start() if (m := _SECOND_ASK.search(q)) else len(q)
+    found = sorted((m.start(), t) for t, rx in _ASKS.items() if (m := rx.search(q)))
+    return [t for at, t in found if at < cut], [t for _, t in found]
+
+
+def _quantities(text: str) -> bool:
+    t = normalize(text)
+    dates = {m.start() for m in _DAY_MONTH.finditer(t)}
+    for m in _DIGITS.finditer(t):
+        if _YEAR.fullmatch(m.group()) or m.start() in dates:
+            continue  # a year or a day of a month counts no things
+        return True
+    return bool(_NUMBER_WORDS.search(t))
+
+
+def satisfies(answer_type: str, text: str) -> bool:
+    """Whether `text` holds the kind of thing `answer_type` asks for."""
+    t = normalize(text)
+    if answer_type == QUANTITY:
+        return _quantities(text)
+    if answer_type == MONEY:
+        return bool(_CURRENCY.search(t)) and bool(_DIGITS.search(t) or _NUMBER_WORDS.search(t))
+    if answer_type == MEASURE:
+        return bool(_UNITS.search(t)) and bool(_DIGITS.search(t) or _NUMBER_WORDS.search(t))
+    if answer_type == DATE:
+        return bool(_DAY_MONTH.search(t))
+    if answer_type == TIME:
+        return bool(_MONTHS.search(t) or _YEAR.search(t) or _WEEKDAYS.search(t))
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Sentences of retrieved chunks
+# --------------------------------------------------------------------------------------------
+
+# A sentence that starts like this leans on the one before ("He said ...", "Тој ...").
+_ANAPHORA_TEXT = """
+he she it they this that these those his her its their him them there such also however but
+he's it's
+тој таа тоа тие овој оваа ова овие неговиот нејзиниот нивниот истиот но
+той тя то те този тази това тези неговият нейният техният но също
+on ona ono oni one ovaj ova ovo ovi njegov njen njihov taj ta to ti ali takođe
+він вона воно вони цей ця це ці його її їхній але також той та те
+"""
+_ANAPHORA = frozenset(_ANAPHORA_TEXT.split())
+# Sentences shorter than this rarely say anything alone (headings, "Ким рече:").
+_SHORT_CHARS = 40
+
+
+def split_sentences(retrieved: Sequence[Retrieved]) -> list[Sentence]:
+    """Sentences of the retrieved chunks, in retrieval order, each with its absolute file span.
+
+    `chunk.text == file[chunk.start:chunk.end]`, so a sentence at chunk offsets (a, b) is
+    `file[chunk.start + a : chunk.start + b]`; its lines are the chunk's first line plus the
+    newlines before it.
+    """
+    out: list[Sentence] = []
+    seen: set[tuple[str, int]] = set()
+    for r in retrieved:
+        c = r.chunk
+        for a, b in sentence_spans(c.text):
+            key = (c.source, c.start + a)
+            if key in seen:  # overlapping chunks
+                continue
+            seen.add(key)
+            out.append(
+                Sentence(
+                    source=c.source,
+                    chunk_id=c.id,
+                    text=c.text[a:b],
+                    start=c.start + a,
+                    end=c.start + b,
+                    line_start=c.line_start + c.text.count("\n", 0, a),
+                    line_end=c.line_start + c.text.count("\n", 0, max(a, b - 1)),
+                    title=c.title,
+                    language=c.language,
+                )
+            )
+    return out
+
+
+def needs_context(sentence: Sentence) -> bool:
+    """True when the sentence probably cannot be understood alone."""
+    ws = words(sentence.text)
+    return len(sentence.text) < _SHORT_CHARS or bool(ws and ws[0] in _ANAPHORA)
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One candidate sentence with its signals."""
+
+    sentence: Sentence
+    dense: float  # cosine of e5 query and passage vectors
+    lexical: float  # idf-weighted share of the question's terms the sentence contains
+    score: float  # what the ranking uses
+    index: int  # position in the split order (for neighbours)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What evidence selection found for one question."""
+
+    question: str
+    terms: tuple[Term, ...]  # content terms of the question
+    ranked: tuple[Scored, ...]  # every candidate sentence, best first
+    evidence: tuple[Evidence, ...]  # the numbered evidence, n from 1
+    sentences: tuple[Sentence, ...] = field(default=(), repr=False)  # split order
+    question_vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+class _LRU:
+    """A small thread-safe LRU of vectors."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._d: OrderedDict[object, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> np.ndarray | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: object, value: np.ndarray) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class EvidenceSelector:
+    """Ranks the sentences of retrieved chunks against a question and numbers the best.
+
+    Sentence vectors are cached by (chunk_id, start): a chunk id is a hash of the file content and
+    span, so a cached vector can never belong to changed text.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        lexical_weight: float = 0.15,
+        rank_weight: float = 0.0,
+        dedupe_similarity: float = 0.95,
+        cache_size: int = 20_000,
+    ):
+        self.embedder = embedder
+        self.lexical_weight = lexical_weight
+        self.rank_weight = rank_weight
+        self.dedupe_similarity = dedupe_similarity
+        self._sentences = _LRU(cache_size)
+        self._queries = _LRU(256)
+
+    # --- vectors ---------------------------------------------------------------------------
+    def question_vector(self, question: str) -> np.ndarray:
+        v = self._queries.get(question)
+        if v is None:
+            v = self.embedder.embed_queries([question])[0]
+            self._queries.put(question, v)
+        return v
+
+    def sentence_vectors(self, sentences: Sequence[Sentence]) -> np.ndarray:
+        keys = [(s.chunk_id, s.start) for s in sentences]
+        vecs: list[np.ndarray | None] = [self._sentences.get(k) for k in keys]
+        missing = [i for i, v in enumerate(vecs) if v is None]
+        if missing:
+            new = self.embedder.embed_passages([sentences[i].text for i in missing])
+            for i, v in zip(missing, new, strict=True):
+                self._sentences.put(keys[i], v)
+                vecs[i] = v
+        if not vecs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack(vecs)
+
+    def warm(self, retrieved: Iterable[Retrieved], batch: int = 32) -> int:
+        """Embed the sentences of `retrieved` chunks ahead of time (e.g. every stored chunk at
+        start-up, in a background thread), so the first questions are answered as fast as later
+        ones. Returns how many sentences were embedded."""
+        sentences = split_sentences(list(retrieved))
+        todo = [s for s in sentences if self._sentences.get((s.chunk_id, s.start)) is None]
+        for i in range(0, len(todo), batch):
+            self.sentence_vectors(todo[i : i + batch])
+        return len(todo)
+
+    # --- ranking ---------------------------------------------------------------------------
+    def rank(self, question: str, retrieved: Sequence[Retrieved]) -> Selection:
+        """Score every sentence of the retrieved chunks; `evidence` is left empty."""
+        sentences = split_sentences(retrieved)
+        terms = tuple(content_terms(question))
+        qv = self.question_vector(question)
+        if not sentences:
+            return Selection(question, terms, (), (), (), qv)
+        sv = self.sentence_vectors(sentences)
+        dense = sv @ qv
+        lexical = lexical_scores(terms, [s.text for s in sentences])
+        # The passage's retrieval rank as a weak prior (1 for the first passage, ~0 for the last).
+        ranks = {r.chunk.id: r.rank for r in retrieved}
+        depth = max(ranks.values())
+        prior = [1.0 - (ranks[s.chunk_id] - 1) / depth for s in sentences]
+        scored = [
+            Scored(s, float(d), float(x),
+                   float(d + self.lexical_weight * x + self.rank_weight * p), i)
+            for i, (s, d, x, p) in enumerate(zip(sentences, dense, lexical, prior, strict=True))
+        ]
+        ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
+        return Selection(question, terms, ranked, (), tuple(sentences), qv)
+
+    def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6) -> Selection:
+        """Rank, then keep the best `k` sentences (de-duplicated) as numbered evidence."""
+        sel = self.rank(question, retrieved)
+        chosen = self._dedupe(sel.ranked, k)
+        evidence = tuple(
+            _with_context(n, c, sel.sentences) for n, c in enumerate(chosen, start=1)
+        )
+        return Selection(sel.question, sel.terms, sel.ranked, evidence, sel.sentences,
+                         sel.question_vector)
+
+    def _dedupe(self, ranked: Sequence[Scored], k: int) -> list[Scored]:
+        """The best `k` candidates, skipping one that repeats an already chosen sentence: the
+        same text, or (from another article) an e5 passage similarity above the threshold."""
+        chosen: list[Scored] = []
+        vecs: list[np.ndarray] = []
+        seen_text: set[str] = set()
+        for c in ranked:
+            if len(chosen) == k:
+                break
+            if not words(c.sentence.text):
+                continue
+            key = " ".join(words(c.sentence.text))
+            # A heading repeated as the start of the body sentence is the same evidence.
+            if key in seen_text or any(key in k or k in key for k in seen_text):
+                continue
+            v = self._sentences.get((c.sentence.chunk_id, c.sentence.start))
+            if v is not None and any(
+                float(v @ w) >= self.dedupe_similarity and o.sentence.source != c.sentence.source
+                for o, w in zip(chosen, vecs, strict=True)
+            ):
+                logger.debug("dropped near-duplicate %r", c.sentence.text[:60])
+                continue
+            seen_text.add(key)
+            chosen.append(c)
+            vecs.append(v if v is not None else np.zeros(1, dtype=np.float32))
+        return chosen
+
+
+def _with_context(n: int, c: Scored, sentences: Sequence[Sentence]) -> Evidence:
+    """Evidence n for candidate c, with the previous sentence of the same passage attached when
+    c leans on it (a pronoun start or a fragment)."""
+    s = c.sentence
+    before = ""
+    if needs_context(s) and c.index > 0:
+        prev = sentences[c.index - 1]
+        # Only a true neighbour: same file, and on the same or the previous line.
+        if prev.source == s.source and prev.end <= s.start and s.line_start - prev.line_end <= 1:
+            before = prev.text
+    return Evidence(n=n, sentence=s, score=c.score, context_before=before)
+
+
+def lexical_scores(terms: Sequence[Term], texts: Sequence[str]) -> list[float]:
+    """Idf-weighted share of `terms` present in each text (0..1).
+
+    The idf is computed over the candidate texts themselves: a term every candidate shares
+    ("Korea" in a corpus about Korea) tells them apart less than a rare one ("Kharkiv").
+    """
+    if not terms or not texts:
+        return [0.0] * len(texts)
+    sets = [term_set(t) for t in texts]
+    n = len(sets)
+    weights = [math.log(1 + n / (1 + sum(t.found_in(s) for s in sets))) for t in terms]
+    total = sum(weights) or 1.0
+    return [sum(w for t, w in zip(terms, weights, strict=True) if t.found_in(s)) / total
+            for s in sets]
+
+
+def normalized_key(text: str) -> str:
+    """Whitespace/case-insensitive form for comparing sentences."""
+    return normalize(text)

@@ -1,0 +1,206 @@
+"""Evidence selection: exact sentence spans from real seed passages, ranking, caching, context,
+de-duplication, and the cross-script term helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.evidence import (
+    DATE,
+    MONEY,
+    QUANTITY,
+    TIME,
+    EvidenceSelector,
+    asked_types,
+    content_terms,
+    needs_context,
+    satisfies,
+    split_sentences,
+    stems,
+    term_set,
+)
+from rag.types import Chunk, Retrieved
+
+try:
+    from tests.conftest import SEEDS, HashEmbedder
+except ImportError:  # pragma: no cover - depends on how pytest finds tests/
+    from conftest import SEEDS, HashEmbedder
+
+BG = "003_101aaf086d020251.txt"
+UK = "002_a6ed56d92cdbdb72.txt"
+
+
+def seed_text(name: str) -> str:
+    return (SEEDS / name).read_text(encoding="utf-8")
+
+
+def paragraph_chunks(name: str, first: int = 0, count: int = 100) -> list[Chunk]:
+    """Non-empty lines of a seed file as chunks, with exact offsets and 1-based lines."""
+    text = seed_text(name)
+    chunks = []
+    pos = 0
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            chunks.append(Chunk(id=f"{name}:{pos}", source=name, text=line, start=pos,
+                                end=pos + len(line), line_start=lineno, line_end=lineno,
+                                title=text.split("\n", 1)[0], language="bg"))
+        pos += len(line) + 1
+    return chunks[first:first + count]
+
+
+def as_retrieved(chunks: list[Chunk]) -> list[Retrieved]:
+    return [Retrieved(chunk=c, rank=i, score=1.0 / (60 + i)) for i, c in enumerate(chunks, 1)]
+
+
+def multi_line_chunk(name: str, first_line: int, n_lines: int) -> Chunk:
+    text = seed_text(name)
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    s = starts[first_line - 1]
+    e = starts[first_line - 1 + n_lines] - 1
+    return Chunk(id=f"{name}@{s}", source=name, text=text[s:e], start=s, end=e,
+                 line_start=first_line, line_end=first_line + n_lines - 1)
+
+
+def test_sentences_keep_exact_file_spans_and_lines():
+    chunk = multi_line_chunk(BG, 8, 5)  # several paragraphs, blank lines between
+    text = seed_text(BG)
+    sentences = split_sentences(as_retrieved([chunk]))
+    assert len(sentences) >= 3
+    for s in sentences:
+        assert text[s.start:s.end] == s.text
+        assert s.line_start == text.count("\n", 0, s.start) + 1
+        assert s.line_end == text.count("\n", 0, s.end - 1) + 1
+        assert s.chunk_id == chunk.id and s.source == BG
+
+
+def test_select_numbers_evidence_from_one_best_first(hash_embedder):
+    chunks = paragraph_chunks(BG)
+    selector = EvidenceSelector(hash_embedder)
+    sel = selector.select("Колко артилерийски снаряда изпрати Северна Корея?", as_retrieved(chunks),
+                          k=4)
+    assert [ev.n for ev in sel.evidence] == [1, 2, 3, 4]
+    scores = [ev.score for ev in sel.evidence]
+    assert scores == sorted(scores, reverse=True)
+    assert "5 милиона артилерийски снаряда" in sel.evidence[0].sentence.text
+    text = seed_text(BG)
+    for ev in sel.evidence:
+        assert text[ev.sentence.start:ev.sentence.end] == ev.sentence.text
+
+
+def test_lexical_signal_breaks_ties_between_equal_dense_scores():
+    class Flat(HashEmbedder):  # every vector equal: only the lexical signal can rank
+        def _vec(self, text):
+            return np.ones(self.dim, dtype=np.float32) / np.sqrt(self.dim)
+
+    selector = EvidenceSelector(Flat())
+    sel = selector.select("Какво подари Ким на Путин преди церемонията?",
+                          as_retrieved(paragraph_chunks(BG)), k=2)
+    assert "бюстове" in sel.evidence[0].sentence.text
+
+
+def test_sentence_vectors_are_cached_by_chunk_and_offset(hash_embedder):
+    selector = EvidenceSelector(hash_embedder)
+    retrieved = as_retrieved(paragraph_chunks(BG))
+    selector.select("Какво подари Ким на Путин?", retrieved)
+    passages_before = sum(n for kind, n in hash_embedder.calls if kind == "passage")
+    selector.select("Какво подари Ким на Путин?", retrieved)
+    selector.select("Кога беше подписано споразумението?", retrieved)
+    passages_after = sum(n for kind, n in hash_embedder.calls if kind == "passage")
+    assert passages_before > 0
+    assert passages_after == passages_before  # nothing re-embedded
+    # the repeated question is not re-embedded either
+    assert sum(n for kind, n in hash_embedder.calls if kind == "query") == 2
+
+
+def test_warm_embeds_ahead_of_time(hash_embedder):
+    selector = EvidenceSelector(hash_embedder)
+    retrieved = as_retrieved(paragraph_chunks(BG))
+    assert selector.warm(retrieved) > 0
+    assert selector.warm(retrieved) == 0
+    hash_embedder.calls.clear()
+    selector.select("Какво подари Ким на Путин?", retrieved)
+    assert all(kind == "query" for kind, _ in hash_embedder.calls)
+
+
+def test_pronoun_sentence_gets_the_previous_one_as_context(hash_embedder):
+    # "Той добави, че смята Русия за „най-честния приятел..." leans on the sentence before it.
+    chunk = multi_line_chunk(BG, 36, 1)
+    selector = EvidenceSelector(hash_embedder)
+    sel = selector.select("Как Ким нарече Русия и Путин — най-честния приятел?",
+                          as_retrieved([chunk]), k=3)
+    leaning = [ev for ev in sel.evidence if ev.sentence.text.startswith("Той")]
+    assert leaning, [ev.sentence.text for ev in sel.evidence]
+    assert leaning[0].context_before  # the preceding sentence of the same article
+    assert leaning[0].context_before in seed_text(BG)
+    assert needs_context(leaning[0].sentence)
+
+
+def test_near_duplicates_across_articles_are_dropped(hash_embedder):
+    base = paragraph_chunks(BG)
+    text = seed_text(BG)
+    line = next(c for c in base if "бюстове" in c.text)
+    copy = Chunk(id="copy:0", source="copy.txt", text=line.text, start=0, end=len(line.text),
+                 line_start=1, line_end=1)
+    selector = EvidenceSelector(hash_embedder)
+    sel = selector.select("Какво подари Ким на Путин преди церемонията?",
+                          as_retrieved([line, copy, *base[:3]]), k=4)
+    texts = [ev.sentence.text for ev in sel.evidence]
+    assert len(texts) == len(set(texts))
+    assert sum("бюстове" in t for t in texts) == 1
+    assert text  # the file itself is untouched
+
+
+def test_heading_repeated_in_body_counts_once(hash_embedder):
+    chunks = paragraph_chunks(BG)
+    selector = EvidenceSelector(hash_embedder)
+    sel = selector.select("Колко снаряда бяха изпратени от Северна Корея в Руската федерация?",
+                          as_retrieved(chunks), k=4)
+    starts = [ev.sentence.text[:40] for ev in sel.evidence]
+    assert len(starts) == len(set(starts))
+
+
+@pytest.mark.parametrize("a,b", [
+    ("Шойгу", "Šojgu"), ("Шойгу", "Shoigu"), ("Шојгу", "Shoigu"), ("Харків", "Kharkiv"),
+    ("Пјонгјанг", "Pjongjang"), ("Џонг", "Jong"), ("Conflict", "Конфликт"), ("Kirby", "Кирби"),
+])
+def test_names_match_across_scripts(a, b):
+    assert stems(a.casefold()) & stems(b.casefold())
+
+
+def test_content_terms_drop_question_words_but_keep_numbers():
+    terms = [t.word for t in content_terms("Which Ukrainian city was hit on 2 January?")]
+    assert "which" not in terms and "was" not in terms
+    assert "2" in terms and "ukrainian" in terms
+    assert term_set("Харків, 2 січня") >= {"2"}
+
+
+def test_answer_types_asked_first_are_the_main_ask():
+    assert asked_types("How much did Russia pay for each shell?") == ([QUANTITY, MONEY],
+                                                                     [QUANTITY, MONEY])
+    main, every = asked_types("Who did the US sanction, and how many kinds of weapons?")
+    assert main == [] and every == [QUANTITY]
+    assert asked_types("На коя точно дата Путин пристигна?")[0] == [DATE]
+    assert asked_types("Kada je ruska vojska dobila dronove?")[0] == [TIME]
+    assert asked_types("Скільки танків Росія передала?")[0] == [QUANTITY]
+    assert asked_types("Where did they meet?") == ([], [])
+
+
+@pytest.mark.parametrize("kind,text,ok", [
+    (QUANTITY, "Почти 5 милиона артилерийски снаряда", True),
+    (QUANTITY, "сега се извършва два или три пъти годишно", True),
+    (QUANTITY, "У січні 2023 року США оприлюднили докази", False),  # a year counts nothing
+    (DATE, "Кім Чен Ин 14 вересня запросив Путіна", True),
+    (DATE, "Ким покани Шойгу на парад през юли", False),
+    (TIME, "ruska vojska je u avgustu dobila isporuku", True),
+    (MONEY, "Русия е платила 5 милиона долара", True),
+    (MONEY, "Почти 5 милиона артилерийски снаряда", False),
+])
+def test_satisfies(kind, text, ok):
+    assert satisfies(kind, text) is ok
+
+
+def test_seed_files_exist():
+    assert Path(SEEDS / BG).is_file() and Path(SEEDS / UK).is_file()
