@@ -65,3 +65,24 @@ def test_ask_error_is_readable(client):
 
     with pytest.raises(AppError, match="empty"):
         client.predict("   ", api_name="/ask")
+
+
+def test_auth_from_settings(tmp_path):
+    """With auth_user/auth_password set, the UI and the API need the login."""
+    import httpx
+    from gradio_client import Client
+
+    from rag.settings import load_settings
+    from tests.ui_fakes import ARTICLE, FakePipeline, make_doc
+
+    settings = load_settings(index_dir=tmp_path / "index", port=free_port(), auth_user="reader",
+                             auth_password="s3cret", mode="extractive")
+    demo, url = start_app(FakePipeline(docs={"a.txt": make_doc("a.txt", ARTICLE)}), settings)
+    try:
+        assert httpx.get(f"{url}/config").status_code == 401
+        with pytest.raises(Exception, match="(?i)auth|login|401"):
+            Client(url, verbose=False)
+        api = Client(url, auth=("reader", "s3cret"), verbose=False)
+        assert "/ask" in api.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    finally:
+        demo.close()

@@ -224,3 +224,15 @@ def test_history_rejects_garbage():
 
     with pytest.raises(gr.Error):
         _history([42])
+
+
+def test_app_flags_override_settings(monkeypatch):
+    import app
+
+    seen = {}
+    monkeypatch.setattr(app, "build_pipeline", lambda settings: "pipeline")
+    monkeypatch.setattr(app, "launch", lambda p, s: seen.update(p=p, host=s.host, port=s.port))
+    assert app.main(["--host", "0.0.0.0", "--port", "7999"]) == 0
+    assert seen == {"p": "pipeline", "host": "0.0.0.0", "port": 7999}
+    assert app.main([]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 7860)
