@@ -375,7 +375,8 @@ class ChatUI:
         chunks = info.chunks if info else report.chunks
         logger.info("uploaded and indexed %s (%d chunks)", dest, chunks)
         passages = "1 passage" if chunks == 1 else f"{chunks} passages"
-        return UploadResult(True, f"Added “{title}” ({name}, {lang}, {passages}). "
+        verb = "Updated" if old is not None else "Added"
+        return UploadResult(True, f"{verb} “{title}” ({name}, {lang}, {passages}). "
                             "You can ask about it now.", source=name)
 
     def _read_upload(self, path: Path, name: str) -> bytes:

@@ -236,3 +236,13 @@ def test_app_flags_override_settings(monkeypatch):
     assert seen == {"p": "pipeline", "host": "0.0.0.0", "port": 7999}
     assert app.main([]) == 0
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 7860)
+
+
+def test_reupload_with_new_content_updates_the_article(ui, tmp_path):
+    first = ui.add_article(_file(tmp_path, "note.txt", "Прва верзија на текстот.\n".encode()))
+    assert first.ok and first.message.startswith("Added")
+    second = ui.add_article(_file(tmp_path, "note.txt", "Втора верзија на текстот.\n".encode()))
+    assert second.ok and second.message.startswith("Updated")
+    saved = tmp_path / "index" / "uploads" / "note.txt"
+    assert saved.read_text(encoding="utf-8") == "Втора верзија на текстот.\n"
+    assert ui.pipeline.docs["note.txt"][1] == "Втора верзија на текстот.\n"
