@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,9 +38,12 @@ def index_path(
     t0 = time.perf_counter()
     files = list_files(path)
     known = store.documents()
-    docs, skipped = read_documents(files)
+    # Hash before reading: an unchanged file is not cleaned or language-detected again, so
+    # re-indexing an unchanged corpus costs a directory walk and one hash per file.
+    same = {f for f in files if _unchanged(f, known)}
+    docs, skipped = read_documents([f for f in files if f not in same])
     todo = [d for d in docs if known.get(d.source) is None or known[d.source].sha256 != d.sha256]
-    unchanged = len(docs) - len(todo)
+    unchanged = len(same) + len(docs) - len(todo)
 
     encode_s = 0.0
     written = 0
@@ -62,7 +66,8 @@ def index_path(
 
     removed = 0
     if prune:
-        present = {d.source for d in docs} | {Path(s.path).name for s in skipped}
+        present = ({d.source for d in docs} | {f.name for f in same}
+                   | {Path(s.path).name for s in skipped})
         root = path.resolve() if path.is_dir() else None
         for source, info in known.items():
             if source in present or root is None or not info.path:
@@ -84,6 +89,16 @@ def index_path(
         seconds=time.perf_counter() - t0,
         encode_seconds=encode_s,
     )
+
+
+def _unchanged(path: Path, known: dict) -> bool:
+    info = known.get(path.name)
+    if info is None:
+        return False
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == info.sha256
+    except OSError:
+        return False  # read_documents reports why the file cannot be read
 
 
 def _embed(embedder: Embedder, texts: list[str], batch_size: int):

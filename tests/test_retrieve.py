@@ -353,3 +353,28 @@ def test_real_seeds_cross_lingual_questions(settings_factory, tmp_path):
         assert got[0].chunk.source in q.sources, (qid, [h.chunk.source for h in got])
         top5 = " ".join(normalize_text(h.chunk.text) for h in got)
         assert any(normalize_text(e) in top5 for e in q.evidence), qid
+
+
+def test_reindexing_an_unchanged_corpus_reads_no_article(store, hash_embedder, seeds_copy,
+                                                          monkeypatch):
+    """Re-index cost (benchmarks/retrieval.py): unchanged files are recognised by their hash
+    and are not cleaned or language-detected again."""
+    import rag.indexer as indexer
+
+    indexer.index_path(seeds_copy, store, hash_embedder)
+    read: list = []
+    real = indexer.read_documents
+
+    def spy(paths):
+        read.extend(paths)
+        return real(paths)
+
+    monkeypatch.setattr(indexer, "read_documents", spy)
+    again = indexer.index_path(seeds_copy, store, hash_embedder)
+    assert (again.indexed, again.unchanged, again.removed) == (0, 5, 0)
+    assert read == []
+    changed = seeds_copy / "001_f5175b2c0f44f290.txt"
+    changed.write_text("Nov tekst o Severnoj Koreji.\n", encoding="utf-8")
+    r = indexer.index_path(seeds_copy, store, hash_embedder)
+    assert [p.name for p in read] == [changed.name]
+    assert (r.indexed, r.unchanged) == (1, 4)
