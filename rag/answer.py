@@ -22,8 +22,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import numpy as np
-
 from . import cite, language, prompts
 from .embed import Embedder
 from .evidence import EvidenceSelector, Selection, asked_types, needs_context, satisfies
@@ -346,6 +344,3 @@ def _clean_condensed(text: str) -> str:
     first = re.sub(r"^(standalone question|question)\s*:\s*", "", lines[0], flags=re.I)
     return first.strip().strip('"“”«»\'').strip()
 
-
-def evidence_vectors(selector: EvidenceSelector, evidence: Sequence[Evidence]) -> np.ndarray:
-    return selector.sentence_vectors([ev.sentence for ev in evidence])

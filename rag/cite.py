@@ -242,8 +242,8 @@ def verify(text: str, evidence: Sequence[Evidence], embedder: Embedder,
                     logger.debug("re-attributed %r from %s to [%d]", claim[:60], valid,
                                  evidence[best].n)
         if not keep:
-            if valid or markers or len(claims) > 0:
-                unsupported.append(claim)
+            # Left uncited (and reported) rather than pointing at text that does not say it.
+            unsupported.append(claim)
             pieces.append(body)
             continue
         for i in keep:
