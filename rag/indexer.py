@@ -6,6 +6,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .chunking import chunk_document
@@ -47,20 +48,29 @@ def index_path(
 
     encode_s = 0.0
     written = 0
-    for i, doc in enumerate(todo):
-        if progress:
-            progress(i, len(todo), doc.source)
-        old = known.get(doc.source)
-        if old and old.path and Path(old.path).resolve() != Path(doc.path).resolve():
-            logger.warning("%s replaces the indexed file of the same name from %s",
-                           doc.path, old.path)
-        chunks = chunk_document(doc, chunk_size, chunk_overlap)
-        te = time.perf_counter()
-        vectors = _embed(embedder, [c.text for c in chunks], batch_size)
-        encode_s += time.perf_counter() - te
-        store.replace_document(doc, chunks, vectors)
-        written += len(chunks)
-        logger.info("indexed %s: %d chunks", doc.source, len(chunks))
+    # Chroma writes (~30 ms per call, mostly I/O) run on one writer thread while the next
+    # document is embedded, so the build costs about what the encoder alone costs. At most one
+    # write is pending: memory stays bounded, order is kept and a failed write stops the run.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-index-write") as writer:
+        pending: Future | None = None
+        for i, doc in enumerate(todo):
+            if progress:
+                progress(i, len(todo), doc.source)
+            old = known.get(doc.source)
+            if old and old.path and Path(old.path).resolve() != Path(doc.path).resolve():
+                logger.warning("%s replaces the indexed file of the same name from %s",
+                               doc.path, old.path)
+            chunks = chunk_document(doc, chunk_size, chunk_overlap)
+            te = time.perf_counter()
+            vectors = _embed(embedder, [c.text for c in chunks], batch_size)
+            encode_s += time.perf_counter() - te
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(store.replace_document, doc, chunks, vectors)
+            written += len(chunks)
+            logger.info("indexed %s: %d chunks", doc.source, len(chunks))
+        if pending is not None:
+            pending.result()
     if progress:
         progress(len(todo), len(todo), "")
 

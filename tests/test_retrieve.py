@@ -378,3 +378,25 @@ def test_reindexing_an_unchanged_corpus_reads_no_article(store, hash_embedder, s
     r = indexer.index_path(seeds_copy, store, hash_embedder)
     assert [p.name for p in read] == [changed.name]
     assert (r.indexed, r.unchanged) == (1, 4)
+
+
+def test_index_writes_overlap_encoding_but_errors_still_surface(store, hash_embedder,
+                                                                seeds_copy, monkeypatch):
+    import rag.indexer as indexer
+
+    written: list[str] = []
+    real = store.replace_document
+
+    def flaky(doc, chunks, vectors):
+        if len(written) == 2:
+            raise RuntimeError("disk full")
+        written.append(doc.source)
+        return real(doc, chunks, vectors)
+
+    monkeypatch.setattr(store, "replace_document", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        indexer.index_path(seeds_copy, store, hash_embedder)
+    assert written == sorted(written) and len(written) == 2  # in order, and it stopped
+    monkeypatch.setattr(store, "replace_document", real)
+    r = indexer.index_path(seeds_copy, store, hash_embedder)
+    assert (r.indexed, r.unchanged) == (3, 2)
