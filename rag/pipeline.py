@@ -103,7 +103,10 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None,
     store = store or open_store(settings, embed_id=embedder.id)
     bm25_dir = Path(settings.index_dir) / f"bm25-{settings.collection}"
     retriever = HybridRetriever(store, embedder, top_k=settings.top_k,
-                                candidates=settings.candidates, bm25_dir=bm25_dir)
+                                candidates=settings.candidates, bm25_dir=bm25_dir,
+                                dense_weight=settings.dense_weight,
+                                bm25_weight=settings.bm25_weight, rrf_k=settings.rrf_k,
+                                hub_penalty=settings.hub_penalty)
     if chat_model is None and settings.mode != "extractive":
         from .llm import build_chat_model
 
