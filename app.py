@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from rag.cli import configure_logging
 from rag.pipeline import build_pipeline
 from rag.settings import load_settings
 from rag.types import RagError
@@ -17,8 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to serve on (default 7860)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own startup probes
     try:
         settings = load_settings(host=args.host, port=args.port)

@@ -219,10 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    logging.basicConfig(level=level, format=fmt)
+    # bm25s sets its own logger to DEBUG on import, which would bypass our level.
+    logging.getLogger("bm25s").setLevel(max(level, logging.INFO))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
     try:
         return args.func(args)
     except RagError as e:
