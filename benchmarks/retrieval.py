@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     # The plain-text reader is all the naive pipeline needs; its optional readers are not.
     logging.getLogger("llama_index.core.readers.file.base").setLevel(logging.ERROR)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
     questions = load_questions(QUESTIONS, data_dir=SEEDS)
