@@ -256,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     # The plain-text reader is all the naive pipeline needs; its optional readers are not.
     logging.getLogger("llama_index.core.readers.file.base").setLevel(logging.ERROR)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG
+    import bm25s  # noqa: F401 - imported first: on import it sets its own logger to DEBUG
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
     questions = load_questions(QUESTIONS, data_dir=SEEDS)
@@ -447,8 +449,10 @@ def _git_commit() -> str:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "rag", "benchmarks"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
+                               cwd=ROOT, capture_output=True, text=True).stdout.split("\n")
+        paths = [line[3:] for line in dirty if line.strip()
+                 and not line[3:].startswith("benchmarks/results/")]
+        return out.stdout.strip() + (f" (+ uncommitted: {', '.join(paths)})" if paths else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
