@@ -363,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             variant("BM25 without transliteration (raw words)")
         with tokeniser(stopwords=rtext.STOPWORDS - {"kim"}):
             variant("BM25 with the previous short stopword list")
+            variant("BM25 first, with the previous short stopword list", dense_weight=0.0)
         for p in (4, 6, 7):
             with tokeniser(prefix=p):
                 variant(f"BM25 prefix {p} instead of 5")
