@@ -107,25 +107,6 @@ def hubness(vectors: np.ndarray, neighbours: int = HUB_NEIGHBOURS,
     return out
 
 
-def _stored_vectors(store: ChromaStore, page: int = 1000) -> tuple[list[str], np.ndarray]:
-    """Every chunk id with its stored embedding. ChromaStore has no public accessor for the
-    vectors yet, so this reads the collection through the store's own client."""
-    col = store.client.get_collection(store.name, embedding_function=None)
-    ids: list[str] = []
-    parts: list[np.ndarray] = []
-    offset = 0
-    while True:
-        got = col.get(include=["embeddings"], limit=page, offset=offset)
-        ids.extend(got["ids"])
-        if len(got["ids"]):
-            parts.append(np.asarray(got["embeddings"], dtype=np.float32))
-        if len(got["ids"]) < page:
-            break
-        offset += page
-    vecs = np.vstack(parts) if parts else np.zeros((0, 0), np.float32)
-    return ids, vecs
-
-
 def _fingerprint(ids: Sequence[str], *extra: str) -> str:
     h = hashlib.sha256("\n".join([CACHE_VERSION, *extra, *sorted(ids)]).encode())
     return h.hexdigest()[:16]
@@ -145,7 +126,7 @@ def load_hubness(store: ChromaStore, cache_dir: Path | None,
         except (OSError, ValueError, KeyError, TypeError):
             pass  # absent or stale: rebuild below
     t0 = time.perf_counter()
-    got_ids, vecs = _stored_vectors(store)
+    got_ids, vecs = store.vectors()
     table = dict(zip(got_ids, hubness(vecs).tolist(), strict=True)) if got_ids else {}
     logger.info("computed hubness of %d chunks in %.0f ms", len(table),
                 (time.perf_counter() - t0) * 1000)

@@ -185,6 +185,22 @@ class ChromaStore:
                 return
             offset += page
 
+    def vectors(self, page: int = 1000) -> tuple[list[str], np.ndarray]:
+        """Every chunk id with its stored embedding (for corpus statistics such as hubness)."""
+        col = self._collection(create=False)
+        ids: list[str] = []
+        parts: list[np.ndarray] = []
+        offset = 0
+        while True:
+            got = col.get(include=["embeddings"], limit=page, offset=offset)
+            ids.extend(got["ids"])
+            if len(got["ids"]):
+                parts.append(np.asarray(got["embeddings"], dtype=np.float32))
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        return ids, (np.vstack(parts) if parts else np.zeros((0, 0), np.float32))
+
     def chunk_ids(self) -> list[str]:
         return sorted(self._collection(create=False).get(include=[])["ids"])
 

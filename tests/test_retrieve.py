@@ -279,8 +279,8 @@ def test_hybrid_builds_its_caches_once_not_per_query(corpus, tmp_path, hash_embe
     assert (tmp_path / "c" / "hubness.json").exists()
     # After refresh() the persisted files are read back, nothing is recomputed.
     r.refresh()
-    monkeypatch.setattr(retrieve, "_stored_vectors",
-                        lambda store: pytest.fail("hubness recomputed"))
+    monkeypatch.setattr(type(corpus), "vectors",
+                        lambda self: pytest.fail("hubness recomputed"))
     r.retrieve("Šojgu")
     assert r.lexical is not None and r.lexical.from_cache
 
