@@ -63,6 +63,39 @@ class Pipeline:
         documents can be opened, whatever name is asked for."""
         return self.store.document_text(source)
 
+    def warm(self, *, sentences: bool = True, background: bool = True,
+             max_chunks: int = 5000) -> threading.Thread | None:
+        """Load what the first question would otherwise wait for: the embedder, the BM25 and
+        hubness tables, the language identifier and (for corpora up to `max_chunks`, in a
+        background thread) the sentence vectors evidence selection uses."""
+        from . import language
+        from .types import Retrieved
+
+        self.retrieve("warm up", 1)
+        language.detect("warm up the language identifier")
+        if not sentences:
+            return None
+        answerer = self.answerer
+
+        def embed_sentences() -> None:
+            try:
+                chunks = []
+                for i, chunk in enumerate(self.store.iter_chunks()):
+                    if i >= max_chunks:
+                        return
+                    chunks.append(Retrieved(chunk=chunk, rank=i + 1, score=0.0))
+                n = answerer.warm(chunks)
+                logger.info("pre-embedded %s evidence sentences", n)
+            except Exception:  # noqa: BLE001 - warming is an optimisation, never fatal
+                logger.exception("warming the evidence sentences failed")
+
+        if not background:
+            embed_sentences()
+            return None
+        t = threading.Thread(target=embed_sentences, name="warm-sentences", daemon=True)
+        t.start()
+        return t
+
     # --- questions -----------------------------------------------------------------------------
     def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]:
         self._check_question(question)

@@ -545,13 +545,15 @@ def prepare(pipeline: Any, settings: Settings, upload_dir: Path | None = None) -
     if uploads.is_dir() and any(p.suffix.lower() in EXTENSIONS for p in uploads.iterdir()):
         # Brings back uploads after an index rebuild; unchanged files are skipped by hash.
         pipeline.index(uploads, progress=log_progress)
-    # Warm up: the first retrieval loads the embedder and the BM25 index, not the first user.
-    pipeline.retrieve("warm up", 1)
+    # Warm up: models and tables load now, not inside the first user's question.
+    warm = getattr(pipeline, "warm", None)
     try:
-        # Build the answerer (and what it loads) now rather than inside the first question.
-        getattr(pipeline, "answerer", None)
+        if warm is not None:
+            warm()
+        else:
+            pipeline.retrieve("warm up", 1)
     except Exception:  # noqa: BLE001 - answering errors are reported per question instead
-        logger.exception("the answerer could not be prepared")
+        logger.exception("warming up failed")
     logger.info("ready: %d articles indexed (%.1f s)", len(pipeline.documents()),
                 time.perf_counter() - t0)
 

@@ -176,3 +176,17 @@ def test_chroma_files_live_under_index_dir(settings_factory, hash_embedder, seed
     s = settings_factory()
     index_path(seeds_copy, open_store(s, embed_id=hash_embedder.id), hash_embedder)
     assert (Path(s.index_dir) / "chroma.sqlite3").exists()
+
+
+def test_warm_loads_models_and_pre_embeds_sentences(settings_factory, hash_embedder, seeds_copy):
+    pipe = build_pipeline(settings_factory(data_dir=seeds_copy), embedder=hash_embedder)
+    pipe.index()
+    hash_embedder.calls.clear()
+    pipe.warm(background=False)
+    kinds = [k for k, _ in hash_embedder.calls]
+    assert "query" in kinds  # the retriever ran once
+    assert sum(n for k, n in hash_embedder.calls if k == "passage") > 50  # the sentences
+    hash_embedder.calls.clear()
+    pipe.ask("Колко артилерийски снаряда?", mode="extractive")
+    # Sentence vectors came from the warm cache: only the question was embedded.
+    assert all(k == "query" for k, _ in hash_embedder.calls)
