@@ -140,7 +140,8 @@ def _print_sources(answer) -> None:
         print(f"  note: {note}")
     t = answer.timings
     first = f", first token {t.first_token_ms:.0f} ms" if t.first_token_ms is not None else ""
-    print(f"  ({answer.mode}, {answer.backend.name}:{answer.backend.model}; retrieval "
+    backend = ":".join(x for x in (answer.backend.name, answer.backend.model) if x)
+    print(f"  ({answer.mode}, {backend}; retrieval "
           f"{t.retrieve_ms:.0f} ms{first}, total {t.total_ms:.0f} ms)")
 
 
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
