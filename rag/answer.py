@@ -18,16 +18,25 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from . import cite, language, prompts
 from .embed import Embedder
-from .evidence import EvidenceSelector, Selection, asked_types, needs_context, satisfies
+from .evidence import (
+    EvidenceSelector,
+    Selection,
+    as_evidence,
+    asked_types,
+    asks_across_articles,
+    needs_context,
+    satisfies,
+)
 from .llm import ChatModel, complete
+from .terms import Term, name_keys, term_set
 from .text import words
-from .types import Answer, Backend, Citation, Evidence, RagError, Retrieved, Timings
+from .types import Answer, Backend, Chunk, Citation, Evidence, RagError, Retrieved, Timings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,9 @@ EXTRACTIVE_BUDGET = 600
 # A further sentence is shown only if its score is this close to the best one's.
 EXTRACTIVE_MARGIN = 0.06
 EXTRACTIVE_OTHER_MARGIN = 0.0
+# "Which articles ...?": another article's best sentence holding a key term of the question is
+# quoted when it scores within this of the best sentence (scores of one question spread ~0.3).
+ACROSS_ARTICLES_MARGIN = 0.2
 # Retrieval depth for evidence selection, as a multiple of settings.top_k: the sentence ranking
 # reorders passages, so it is given more than the top few to choose from.
 RETRIEVE_FACTOR = 3
@@ -97,7 +109,8 @@ class Answerer:
         question = self._validate(question)
         lang, raw = language.detect(question)
         logger.debug("question language %s (raw %s)", lang, raw)
-        chosen, notes = self._choose_mode(mode)
+        chosen, no_llm = self._choose_mode(mode)
+        notes = [] if no_llm is None else [self.fallback_note(lang, no_llm)]
 
         standalone = self._standalone(question, history, chosen)
         asked = standalone or question
@@ -116,9 +129,13 @@ class Answerer:
             yield ("delta", answer.answer)
             yield ("answer", answer)
 
-    def warm(self, retrieved: Sequence[Retrieved]) -> int:
-        """Embed the sentences of these passages ahead of time (see EvidenceSelector.warm)."""
-        return self.selector.warm(retrieved)
+    def warm(self, chunks: Iterable[Chunk | Retrieved]) -> int:
+        """Embed the sentences of these passages ahead of time, in batches, so that the first
+        extractive answers are as fast as later ones: call it with every stored chunk at
+        start-up (e.g. `store.iter_chunks()`, in a background thread). Sentences already
+        embedded are skipped, so calling it again after indexing new articles is cheap.
+        Returns how many sentences were embedded."""
+        return self.selector.warm(chunks)
 
     # --- input and mode --------------------------------------------------------------------
     def _validate(self, question: str) -> str:
@@ -133,12 +150,14 @@ class Answerer:
             )
         return q
 
-    def _choose_mode(self, mode: str | None) -> tuple[str, list[str]]:
+    def _choose_mode(self, mode: str | None) -> tuple[str, str | None]:
+        """(mode, why there is no LLM) — the reason is None unless `auto` fell back to
+        extractive ("" when no model is configured at all)."""
         wanted = mode or self.settings.mode
         if wanted not in ("auto", "generate", "extractive"):
             raise RagError(f"Unknown answer mode {wanted!r}: use auto, generate or extractive.")
         if wanted == "extractive":
-            return "extractive", []
+            return "extractive", None
         if self.chat_model is None:
             if wanted == "generate":
                 raise RagError(
@@ -146,13 +165,29 @@ class Answerer:
                     f"(`ollama serve`, then `ollama pull {self.settings.ollama_model}`) or use "
                     "mode=extractive."
                 )
-            return "extractive", []
+            return "extractive", ""
         status = self._backend_status()
         if status.ok:
-            return "generate", []
+            return "generate", None
         if wanted == "generate":
             raise RagError(status.error)
-        return "extractive", [status.error]
+        return "extractive", status.error
+
+    def fallback_note(self, lang: str, error: str) -> str:
+        """The one note of an extractive fallback, in the question's language: no LLM answered,
+        so these are the articles' own sentences, and the command(s) to run for a written
+        answer (the backend's English error with its details goes to the log)."""
+        model = self.chat_model
+        backend = model.backend.name if model is not None else self.settings.backend
+        commands = list(dict.fromkeys(re.findall(r"`([^`]+)`", error)))
+        if backend == "ollama":
+            name = model.backend.model if model is not None else self.settings.ollama_model
+            # A fresh install needs both; "model not found" needs the pull only.
+            if not any(c.startswith("ollama pull") for c in commands):
+                commands = [*(commands or ["ollama serve"]), f"ollama pull {name}"]
+        run = ", ".join(f"`{c}`" for c in commands) or error or backend
+        key = "needs_ollama" if backend == "ollama" else "needs_llm"
+        return prompts.phrase(key, lang, self.settings).replace("{run}", run)
 
     def _backend_status(self) -> _Check:
         """chat_model.check(), remembered for CHECK_TTL_S seconds."""
@@ -192,16 +227,15 @@ class Answerer:
     def _extractive(self, question: str, asked: str, lang: str, retrieved: tuple[Retrieved, ...],
                     standalone: str | None, notes: list[str], t0: float,
                     retrieve_ms: float) -> Answer:
-        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE)
+        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang)
         decision = cite.extractive_refusal(selection)
-        notes = [*notes, prompts.phrase("needs_ollama", lang, self.settings)]
         if decision.refuse:
             logger.info("extractive refusal: %s", "; ".join(decision.reasons))
             text = prompts.phrase("refusal", lang, self.settings)
             citations: tuple[Citation, ...] = ()
         else:
             shown = pick_extractive(selection, self.settings.evidence_sentences,
-                                    decision.typed_evidence)
+                                    decision.typed_evidence or decision.role_evidence)
             lead = prompts.phrase("extractive_lead_in", lang, self.settings)
             lines = [f"{ev.sentence.text} [{i}]" for i, ev in enumerate(shown, start=1)]
             text = lead + "\n" + "\n".join(lines)
@@ -222,7 +256,7 @@ class Answerer:
                   retrieve_ms: float) -> Iterator[AnswerEvent]:
         model = self.chat_model
         assert model is not None
-        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE)
+        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang)
         evidence = selection.evidence
         timings = dict(retrieve_ms=retrieve_ms, first_token_ms=None)
         if not evidence:
@@ -281,24 +315,48 @@ class Answerer:
 
 
 def pick_extractive(selection: Selection, max_sentences: int,
-                    typed: Sequence[int] = ()) -> list[Evidence]:
-    """The evidence to quote: the best sentence (or the best one holding the asked-for kind of
-    answer, e.g. a number for "how many"), then the next best while they score close to it and
-    fit the length budget."""
+                    first_choice: Sequence[int] = ()) -> list[Evidence]:
+    """The evidence to quote: the best sentence (or the best one in `first_choice`: holding the
+    asked-for kind of answer, e.g. a number for "how many", or the asked-about role), then the
+    next best while they score close to it and fit the length budget.
+
+    Another article's sentence must score at least as high as the best one (a wrong file cited
+    costs precision), except for questions about the articles themselves ("Which articles cite
+    John Kirby?"): there each other article's best sentence that holds a key term of the
+    question (one that only some of the articles mention, such as "Kirby") is quoted too."""
     evidence = list(selection.evidence)
     if not evidence:
         return []
-    first = next((ev for ev in evidence if ev.n in typed), evidence[0])
+    first = next((ev for ev in evidence if ev.n in first_choice), evidence[0])
     shown = [first]
     used = len(first.sentence.text)
     top = evidence[0].score
     _, all_types = asked_types(selection.question)
+    across = asks_across_articles(selection.question)
+    keys, names = key_terms(selection) if across else ([], [])
+
+    def fits(ev: Evidence) -> bool:
+        return (used + len(ev.sentence.text) <= EXTRACTIVE_BUDGET
+                and not (needs_context(ev.sentence) and not ev.context_before))
+
+    if across and (keys or names):
+        for ev in _candidates(selection):
+            if len(shown) >= max_sentences or top - ev.score > ACROSS_ARTICLES_MARGIN:
+                break
+            if ev.sentence.source in {s.sentence.source for s in shown} or not fits(ev):
+                continue
+            lang = ev.sentence.language or None
+            # A key name ("Kirby") must be there; otherwise any key term will do.
+            if (all(not n.isdisjoint(name_keys(_text(ev), lang)) for n in names) if names
+                    else any(t.found_in(term_set(_text(ev), lang)) for t in keys)):
+                shown.append(ev)
+                used += len(ev.sentence.text)
     for ev in evidence:
         if len(shown) >= max_sentences:
             break
-        if ev is first:
+        if any(ev.sentence.start == s.sentence.start and ev.sentence.source == s.sentence.source
+               for s in shown):
             continue
-        # Another article's sentence must score closer: a wrong file cited costs precision.
         margin = (EXTRACTIVE_MARGIN if ev.sentence.source in {s.sentence.source for s in shown}
                   else EXTRACTIVE_OTHER_MARGIN)
         close = top - ev.score <= margin
@@ -306,16 +364,49 @@ def pick_extractive(selection: Selection, max_sentences: int,
         fills_type = any(satisfies(t, ev.sentence.text) and
                          not any(satisfies(t, s.sentence.text) for s in shown)
                          for t in all_types)
-        if not (close or fills_type):
-            continue
-        if used + len(ev.sentence.text) > EXTRACTIVE_BUDGET:
-            continue
-        if needs_context(ev.sentence) and not ev.context_before:
-            continue  # a fragment that cannot be read alone
-        shown.append(ev)
-        used += len(ev.sentence.text)
-    # Quote in the order the articles tell it when they come from one article.
+        if (close or fills_type) and fits(ev):
+            shown.append(ev)
+            used += len(ev.sentence.text)
     return shown
+
+
+def key_terms(selection: Selection) -> tuple[list[Term], list[frozenset[str]]]:
+    """(terms, names): terms of the question that some but at most half of the retrieved
+    articles mention, and the question's names (as name keys) that some but not all of them
+    mention. They tell the articles that answer apart from the others ("Kirby", "KCNA",
+    "partnership"; not "Russia" in news about Russia)."""
+    terms: dict[str, set[str]] = {}
+    names: dict[str, set[str]] = {}
+    for c in selection.ranked:
+        lang = c.sentence.language or None
+        terms.setdefault(c.sentence.source, set()).update(term_set(c.sentence.text, lang))
+        names.setdefault(c.sentence.source, set()).update(name_keys(c.sentence.text, lang))
+    half = len(terms) / 2
+    asked = [n.keys for n in cite.analyse_question(selection.question, selection.lang).names]
+    # A name is rarer than a word: any name that some but not all articles mention is key.
+    key_names = [n for n in asked
+                 if 0 < sum(not n.isdisjoint(k) for k in names.values()) < len(names)]
+    # A word of a name is judged with its name: "Jong" of "Kim Jong Un" is spelled differently
+    # in every language, but Kim is in all the articles.
+    keys = [t for t in selection.terms
+            if 0 < sum(t.found_in(k) for k in terms.values()) <= half
+            and all(t.keys.isdisjoint(n) for n in asked)]
+    return keys, key_names
+
+
+def _text(ev: Evidence) -> str:
+    return " ".join(p for p in (ev.context_before, ev.sentence.text) if p)
+
+
+def _candidates(selection: Selection, limit: int = 30) -> Iterator[Evidence]:
+    """Ranked sentences as evidence, skipping repeated text (a heading repeated in the body)."""
+    seen: set[str] = set()
+    for c in selection.ranked[:limit]:
+        key = " ".join(words(c.sentence.text))
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        yield as_evidence(0, c, selection.sentences)
 
 
 _ANAPHORIC = re.compile(

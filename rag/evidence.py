@@ -6,8 +6,8 @@ question with the multilingual e5 embedder plus a lexical signal that works acro
 scripts, and the best few become numbered `Evidence`, with a neighbouring sentence attached when
 the sentence cannot stand on its own, and near-duplicates from other articles dropped.
 
-The lexical helpers (`fold`, `stem`, `content_terms`) are shared with `rag.cite`, which uses the
-same notion of "term" for support checks and for the refusal decision.
+Terms (what counts as the same word across languages and scripts) come from `rag.terms`; `rag.cite`
+uses the same notion of "term" for support checks and for the refusal decision.
 """
 
 from __future__ import annotations
@@ -23,114 +23,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .embed import Embedder
-from .text import STOPWORDS, normalize, sentence_spans, words
-from .types import Evidence, Retrieved, Sentence
+from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older callers)
+    STEM_CHARS,
+    Term,
+    content_terms,
+    fold,
+    stem,
+    stems,
+    term_set,
+)
+from .text import normalize, sentence_spans, words
+from .types import Chunk, Evidence, Retrieved, Sentence
 
 logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------------
-# Terms: one spelling for the same word across Cyrillic and Latin scripts
-# --------------------------------------------------------------------------------------------
-
-# Cyrillic (bg, mk, sr, uk, ru letters) to a plain Latin skeleton. The aim is not a standard
-# romanisation but that one name written in different scripts folds to one string:
-# Шојгу/Šojgu/Шойгу/Shoigu → "shoigu", Харків/Harkov/Kharkiv → "harkiv"/"harkov".
-_CYR = {
-    "а": "a", "б": "b", "в": "v", "г": "g", "ґ": "g", "д": "d", "ѓ": "g", "ђ": "dj", "е": "e",
-    "є": "e", "ё": "e", "ж": "zh", "з": "z", "ѕ": "dz", "и": "i", "і": "i", "ї": "i", "й": "i",
-    "ј": "i", "к": "k", "ќ": "k", "л": "l", "љ": "l", "м": "m", "н": "n", "њ": "n", "о": "o",
-    "п": "p", "р": "r", "с": "s", "т": "t", "ћ": "c", "у": "u", "ф": "f", "х": "h", "ц": "c",
-    "ч": "ch", "џ": "dzh", "ш": "sh", "щ": "sht", "ъ": "a", "ы": "i", "ь": "", "э": "e",
-    "ю": "iu", "я": "ia",
-}
-_LAT = {"č": "ch", "ć": "c", "š": "sh", "ž": "zh", "đ": "dj", "j": "i", "y": "i", "w": "v",
-        "q": "k", "x": "ks", "'": ""}
-_FOLD = str.maketrans({**_CYR, **_LAT})
-# English spellings of Slavic sounds ("Kharkiv", "Shoigu" is already fine) and doubled letters.
-_KH = re.compile(r"kh")
-_DOUBLE = re.compile(r"(.)\1+")
-
-# Prefix length for stems: Slavic inflection changes endings (Русия/Русија/Русије, снаряда/
-# снаряди); 5 folded characters keep most roots apart while conflating those forms.
-STEM_CHARS = 5
-
-# Words that ask rather than tell: interrogatives, auxiliaries and "the articles" framing, in
-# the five languages. They are never evidence of an answer.
-_QUESTION_WORD_TEXT = """
-according also any article articles between both did does done either exactly kind kinds many
-much name named other others report reported reportedly say said says tell told what whose
-there then than into over under after before since such been being can could should shall may
-might must only just very more most some these those our your you his her him she he we us
-какво какви какъв каква кое кои коя кой колко кога къде защо според статии статиите статия
-към сега още този тази това тези
-какво кој која кое кои колку кога каде зошто според статии статиите статија уште сега
-šta sta koji koja koje kojim kog koliko kada gde zašto prema članci članaka članak još sada
-što kakve kakva kakav
-хто що який яка яке які якого якої скільки коли де чому згідно статті статтях статей ще зараз
-"""
-_QUESTION_WORDS = frozenset(_QUESTION_WORD_TEXT.split())
-
-_NUMBER = re.compile(r"^\d+([.,]\d+)?$")
-
-
-def fold(word: str) -> str:
-    """Script-independent skeleton of one (already normalised) word."""
-    w = word.translate(_FOLD)
-    w = _KH.sub("h", w)
-    return _DOUBLE.sub(r"\1", w)
-
-
-def stem(word: str) -> str:
-    """Folded prefix; numbers stay whole (2018 must not match 2019)."""
-    if _NUMBER.match(word):
-        return word
-    return fold(word)[:STEM_CHARS]
-
-
-def stems(word: str) -> set[str]:
-    """`stem(word)`, plus English readings of a plain-Latin word: "j" as in Jong/Џонг/Džong
-    (Serbian Latin reads it as "y": Šojgu/Шойгу) and "c" as in director/директор."""
-    out = {stem(word)}
-    if word.isascii() and not word.isdigit():
-        # English spelling: "Jong" sounds like Џонг, "director"/"Conflict" have a hard c.
-        english = word.replace("j", "dž").replace("ck", "k").replace("c", "k")
-        out.add(stem(english))
-        out.add(stem(word.replace("c", "k")))
-    return out
-
-
-@dataclass(frozen=True)
-class Term:
-    """A content word of a question: its normalised form and the stems it may match."""
-
-    word: str
-    keys: frozenset[str]
-
-    def found_in(self, stem_set: set[str] | frozenset[str]) -> bool:
-        return not self.keys.isdisjoint(stem_set)
-
-
-def content_terms(text: str) -> list[Term]:
-    """The words of `text` that carry meaning: no stopwords, no question words, no 1-2 letter
-    words except numbers. Order of first occurrence, one Term per stem."""
-    out: list[Term] = []
-    seen: set[str] = set()
-    for w in words(text):
-        if w in STOPWORDS or w in _QUESTION_WORDS:
-            continue
-        if len(w) < 3 and not w.isdigit():
-            continue
-        s = stem(w)
-        if s and s not in seen:
-            seen.add(s)
-            out.append(Term(w, frozenset(stems(w))))
-    return out
-
-
-def term_set(text: str) -> set[str]:
-    """Stems of every word of `text` (for matching question terms against evidence)."""
-    return {k for w in words(text) if len(w) > 1 or w.isdigit() for k in stems(w)}
-
 
 # --------------------------------------------------------------------------------------------
 # What kind of answer a question asks for
@@ -139,7 +44,7 @@ def term_set(text: str) -> set[str]:
 # Each answer type: the question phrases that ask for it (regexes over normalised text, all five
 # languages) and a test for text that could answer it. A "how many" question whose evidence holds
 # no number, or a "when" question whose evidence names no time, is not answered by it.
-QUANTITY, MONEY, MEASURE, DATE, TIME = "quantity", "money", "measure", "date", "time"
+QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME = "quantity", "money", "measure", "date", "year", "time"
 
 _ASKS: dict[str, re.Pattern[str]] = {
     QUANTITY: re.compile(
@@ -156,10 +61,14 @@ _ASKS: dict[str, re.Pattern[str]] = {
     DATE: re.compile(
         r"\b(?:what|which) (?:date|day)\b|\bдата\b|\bдатата\b|\bdatum\w*|\bдатум\w*|"
         r"\bякого (?:числа|дня)\b|\bкой ден\b|\bкој ден\b|\bkog dana\b"),
+    # "Which year" is answered by a year only: "2 January" does not say since which year.
+    YEAR: re.compile(
+        r"\b(?:what|which) year\b|\b(?:коя|која|koje|koja|kojoj|якого|якому|котрого) "
+        r"(?:година|godine|godina|godini|року|році)\b"),
     TIME: re.compile(
-        r"\bwhen\b|\b(?:what|which) (?:year|month)\b|\bкога\b|\bkada\b|\bколи\b|\bвідколи\b|"
-        r"\bоткога\b|\bод кога\b|\bod kada\b|\b(?:коя|која|koje|koja|якого|якому|котрого) "
-        r"(?:година|godine|godina|року|році|месец|місяця|mesec\w*)\b"),
+        r"\bwhen\b|\b(?:what|which) month\b|\bкога\b|\bkada\b|\bколи\b|\bвідколи\b|"
+        r"\bоткога\b|\bод кога\b|\bod kada\b|\b(?:кой|кој|koji|kog|якого|котрого) "
+        r"(?:месец|mesec\w*|місяця)\b"),
 }
 
 _MONTH_ALT = (
@@ -191,6 +100,19 @@ _CURRENCY = re.compile(
 _UNITS = re.compile(
     r"\b(?:km|км|kilomet\w*|километ\w*|кілометр\w*|miles?|мил[ьяі]\w*|metr\w*|meter\w*|"
     r"метр\w*|метар\w*|tons?|тон\w*|tonn?\w*|kg|кг)\b")
+
+
+# Questions about the articles themselves ("Which articles cite ...?", "Across the articles,
+# ..."): the answer should quote each article that says it, not only the best one.
+_ACROSS_ARTICLES = re.compile(
+    r"\b(?:which|what|both|across(?: the)?|all(?: of)?(?: the)?) articles\b|\bкои(?:те)? статии\b|"
+    r"\b(?:в|во|во сите|в кои|во кои) статии(?:те)?\b|\bkoji(?:m)? član(?:ci|cima)\b|"
+    r"\bu (?:kojim|svim) člancima\b|\bякі статті\b|\bв (?:яких|усіх) статтях\b|"
+    r"\bстатті\b.*\bзгаду")
+
+
+def asks_across_articles(question: str) -> bool:
+    return bool(_ACROSS_ARTICLES.search(normalize(question)))
 
 
 # Where a second question starts: ", and how many ...", " и какво ...", " i kada ...", " і що ...".
@@ -231,6 +153,8 @@ def satisfies(answer_type: str, text: str) -> bool:
         return bool(_UNITS.search(t)) and bool(_DIGITS.search(t) or _NUMBER_WORDS.search(t))
     if answer_type == DATE:
         return bool(_DAY_MONTH.search(t))
+    if answer_type == YEAR:
+        return bool(_YEAR.search(t))
     if answer_type == TIME:
         return bool(_MONTHS.search(t) or _YEAR.search(t) or _WEEKDAYS.search(t))
     return True
@@ -306,6 +230,8 @@ class Scored:
     lexical: float  # idf-weighted share of the question's terms the sentence contains
     score: float  # what the ranking uses
     index: int  # position in the split order (for neighbours)
+    prior: float = 0.0  # retrieval prior of the sentence's passage (1 = first passage)
+    typed: float = 0.0  # share of the asked-for kinds of answer (a number, a date) it holds
 
 
 @dataclass(frozen=True)
@@ -318,6 +244,7 @@ class Selection:
     evidence: tuple[Evidence, ...]  # the numbered evidence, n from 1
     sentences: tuple[Sentence, ...] = field(default=(), repr=False)  # split order
     question_vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    lang: str | None = None  # the question's language, when known
 
 
 class _LRU:
@@ -346,6 +273,13 @@ class _LRU:
         return len(self._d)
 
 
+# Weights of the sentence score (see EvidenceSelector.rank); e5-small cosines of a question and
+# its candidate sentences spread over ~0.05, so these are on that scale.
+LEXICAL_WEIGHT = 0.15
+RANK_WEIGHT = 0.04
+TYPE_WEIGHT = 0.03
+
+
 class EvidenceSelector:
     """Ranks the sentences of retrieved chunks against a question and numbers the best.
 
@@ -357,14 +291,16 @@ class EvidenceSelector:
         self,
         embedder: Embedder,
         *,
-        lexical_weight: float = 0.15,
-        rank_weight: float = 0.0,
+        lexical_weight: float = LEXICAL_WEIGHT,
+        rank_weight: float = RANK_WEIGHT,
+        type_weight: float = TYPE_WEIGHT,
         dedupe_similarity: float = 0.95,
         cache_size: int = 20_000,
     ):
         self.embedder = embedder
         self.lexical_weight = lexical_weight
         self.rank_weight = rank_weight
+        self.type_weight = type_weight
         self.dedupe_similarity = dedupe_similarity
         self._sentences = _LRU(cache_size)
         self._queries = _LRU(256)
@@ -390,48 +326,69 @@ class EvidenceSelector:
             return np.zeros((0, 0), dtype=np.float32)
         return np.vstack(vecs)
 
-    def warm(self, retrieved: Iterable[Retrieved], batch: int = 32) -> int:
-        """Embed the sentences of `retrieved` chunks ahead of time (e.g. every stored chunk at
+    def warm(self, items: Iterable[Retrieved | Chunk], batch: int = 64) -> int:
+        """Embed the sentences of these passages ahead of time (e.g. every stored chunk at
         start-up, in a background thread), so the first questions are answered as fast as later
-        ones. Returns how many sentences were embedded."""
-        sentences = split_sentences(list(retrieved))
+        ones. Takes chunks or retrieved chunks; sentences already cached are skipped, so calling
+        it again is cheap. Returns how many sentences were embedded."""
+        retrieved = [it if isinstance(it, Retrieved) else Retrieved(chunk=it, rank=1, score=0.0)
+                     for it in items]
+        sentences = split_sentences(retrieved)
         todo = [s for s in sentences if self._sentences.get((s.chunk_id, s.start)) is None]
         for i in range(0, len(todo), batch):
             self.sentence_vectors(todo[i : i + batch])
+        # The lexical keys of each sentence are cached too (rag.terms): compute them now.
+        for s in sentences:
+            term_set(s.text, s.language or None)
         return len(todo)
 
     # --- ranking ---------------------------------------------------------------------------
-    def rank(self, question: str, retrieved: Sequence[Retrieved]) -> Selection:
-        """Score every sentence of the retrieved chunks; `evidence` is left empty."""
+    def rank(self, question: str, retrieved: Sequence[Retrieved],
+             lang: str | None = None) -> Selection:
+        """Score every sentence of the retrieved chunks; `evidence` is left empty.
+
+        score = e5 cosine + lexical_weight × term match + rank_weight × passage prior
+                + type_weight × holds the asked-for kind of answer.
+        """
         sentences = split_sentences(retrieved)
-        terms = tuple(content_terms(question))
+        terms = tuple(content_terms(question, lang))
         qv = self.question_vector(question)
         if not sentences:
-            return Selection(question, terms, (), (), (), qv)
+            return Selection(question, terms, (), (), (), qv, lang)
         sv = self.sentence_vectors(sentences)
         dense = sv @ qv
-        lexical = lexical_scores(terms, [s.text for s in sentences])
-        # The passage's retrieval rank as a weak prior (1 for the first passage, ~0 for the last).
+        # A sentence that leans on the one before ("He added that ...") is matched together
+        # with it: the name it refers to is there.
+        texts = [_with_previous(i, sentences) for i in range(len(sentences))]
+        lexical = lexical_scores(terms, texts, [s.language or None for s in sentences])
+        # The retriever ranks the right passage first far more often than sentence similarity
+        # alone picks the right sentence: its rank is a prior (1 for the first passage).
         ranks = {r.chunk.id: r.rank for r in retrieved}
         depth = max(ranks.values())
         prior = [1.0 - (ranks[s.chunk_id] - 1) / depth for s in sentences]
+        # "How many ...?" is answered by a sentence with a number, "when?" by one with a date.
+        main, _ = asked_types(question)
+        typed = [sum(satisfies(t, x) for t in main) / len(main) if main else 0.0 for x in texts]
         scored = [
             Scored(s, float(d), float(x),
-                   float(d + self.lexical_weight * x + self.rank_weight * p), i)
-            for i, (s, d, x, p) in enumerate(zip(sentences, dense, lexical, prior, strict=True))
+                   float(d + self.lexical_weight * x + self.rank_weight * p
+                         + self.type_weight * ty), i, float(p), float(ty))
+            for i, (s, d, x, p, ty) in enumerate(
+                zip(sentences, dense, lexical, prior, typed, strict=True))
         ]
         ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
-        return Selection(question, terms, ranked, (), tuple(sentences), qv)
+        return Selection(question, terms, ranked, (), tuple(sentences), qv, lang)
 
-    def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6) -> Selection:
+    def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6,
+               lang: str | None = None) -> Selection:
         """Rank, then keep the best `k` sentences (de-duplicated) as numbered evidence."""
-        sel = self.rank(question, retrieved)
+        sel = self.rank(question, retrieved, lang)
         chosen = self._dedupe(sel.ranked, k)
         evidence = tuple(
-            _with_context(n, c, sel.sentences) for n, c in enumerate(chosen, start=1)
+            as_evidence(n, c, sel.sentences) for n, c in enumerate(chosen, start=1)
         )
         return Selection(sel.question, sel.terms, sel.ranked, evidence, sel.sentences,
-                         sel.question_vector)
+                         sel.question_vector, lang)
 
     def _dedupe(self, ranked: Sequence[Scored], k: int) -> list[Scored]:
         """The best `k` candidates, skipping one that repeats an already chosen sentence: the
@@ -461,7 +418,7 @@ class EvidenceSelector:
         return chosen
 
 
-def _with_context(n: int, c: Scored, sentences: Sequence[Sentence]) -> Evidence:
+def as_evidence(n: int, c: Scored, sentences: Sequence[Sentence]) -> Evidence:
     """Evidence n for candidate c, with the previous sentence of the same passage attached when
     c leans on it (a pronoun start or a fragment)."""
     s = c.sentence
@@ -474,17 +431,32 @@ def _with_context(n: int, c: Scored, sentences: Sequence[Sentence]) -> Evidence:
     return Evidence(n=n, sentence=s, score=c.score, context_before=before)
 
 
-def lexical_scores(terms: Sequence[Term], texts: Sequence[str]) -> list[float]:
+def _with_previous(i: int, sentences: Sequence[Sentence]) -> str:
+    """Sentence i's text, preceded by its neighbour when it leans on it (see `needs_context`)."""
+    s = sentences[i]
+    if i > 0 and needs_context(s):
+        prev = sentences[i - 1]
+        if prev.source == s.source and prev.end <= s.start and s.line_start - prev.line_end <= 1:
+            return f"{prev.text} {s.text}"
+    return s.text
+
+
+def lexical_scores(terms: Sequence[Term], texts: Sequence[str],
+                   langs: Sequence[str | None] | None = None) -> list[float]:
     """Idf-weighted share of `terms` present in each text (0..1).
 
     The idf is computed over the candidate texts themselves: a term every candidate shares
-    ("Korea" in a corpus about Korea) tells them apart less than a rare one ("Kharkiv").
+    ("Korea" in a corpus about Korea) tells them apart less than a rare one ("Kharkiv"). Terms
+    that no candidate contains are left out of the share: they cannot tell candidates apart,
+    and counting them would shrink the signal for every cross-language question.
     """
     if not terms or not texts:
         return [0.0] * len(texts)
-    sets = [term_set(t) for t in texts]
+    langs = list(langs) if langs is not None else [None] * len(texts)
+    sets = [term_set(t, lang) for t, lang in zip(texts, langs, strict=True)]
     n = len(sets)
-    weights = [math.log(1 + n / (1 + sum(t.found_in(s) for s in sets))) for t in terms]
+    df = [sum(t.found_in(s) for s in sets) for t in terms]
+    weights = [math.log(1 + n / (1 + d)) if d else 0.0 for d in df]
     total = sum(weights) or 1.0
     return [sum(w for t, w in zip(terms, weights, strict=True) if t.found_in(s)) / total
             for s in sets]

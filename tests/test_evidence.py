@@ -3,6 +3,7 @@ de-duplication, and the cross-script term helpers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +14,19 @@ from rag.evidence import (
     MONEY,
     QUANTITY,
     TIME,
+    YEAR,
     EvidenceSelector,
     asked_types,
+    asks_across_articles,
     content_terms,
+    lexical_scores,
     needs_context,
     satisfies,
     split_sentences,
     stems,
     term_set,
 )
+from rag.terms import LEXICON_FILE, concepts_in
 from rag.types import Chunk, Retrieved
 
 try:
@@ -204,3 +209,149 @@ def test_satisfies(kind, text, ok):
 
 def test_seed_files_exist():
     assert Path(SEEDS / BG).is_file() and Path(SEEDS / UK).is_file()
+
+
+# --- cross-language terms: the lexicon (rag/data/lexicon.json) -------------------------------
+
+
+@pytest.mark.parametrize("text,lang", [
+    ("Who is the foreign minister?", "en"),
+    ("министърът на външните работи", "bg"),
+    ("министерот за надворешни работи", "mk"),
+    ("ministar spoljnih poslova", "sr"),
+    ("министар спољних послова", "sr"),  # Serbian in Cyrillic: forms derived from the Latin ones
+    ("міністр закордонних справ", "uk"),
+])
+def test_lexicon_maps_one_concept_across_languages(text, lang):
+    assert {"minister", "foreign"} <= concepts_in(text, lang)
+
+
+def test_lexicon_forms_are_per_language_because_of_false_friends():
+    # bg посланик = ambassador; sr poslanik = member of parliament
+    assert "ambassador" in concepts_in("посланикът на Русия", "bg")
+    assert "lawmaker" in concepts_in("poslanik je rekao", "sr")
+    assert "ambassador" not in concepts_in("poslanik je rekao", "sr")
+
+
+def test_lexicon_longest_match_and_capital_acronyms():
+    assert concepts_in("North Korea and South Korean officials", "en") >= {
+        "north_korea", "south_korea"}
+    assert "korea" not in concepts_in("North Korea", "en")
+    assert "usa" in concepts_in("the US sanctioned him", "en")
+    assert "usa" not in concepts_in("tell us more", "en")  # "us" in lower case is a pronoun
+    assert concepts_in("Rusko Ministarstvo odbrane", "sr") >= {"ministry", "defence"}
+    assert "minister" not in concepts_in("Rusko Ministarstvo odbrane", "sr")
+
+
+def test_broader_concepts_let_a_hyponym_match():
+    """A sentence listing missiles answers a question about weapons."""
+    weapons = next(t for t in content_terms("What weapons did they send?", "en")
+                   if t.concept == "weapon")
+    assert weapons.found_in(term_set("бяха изпратени балистични ракети", "bg"))
+
+
+def test_multiword_concept_is_one_term():
+    terms = content_terms("Which articles cite The New York Times?", "en")
+    assert [t.concept for t in terms if t.concept] == ["new_york_times"]
+    assert "york" not in [t.word for t in terms]
+
+
+def test_lexicon_file_is_complete():
+    data = json.loads(LEXICON_FILE.read_text(encoding="utf-8"))
+    kinds = {"place", "area", "org", "media", "role", "qualifier", "person", "thing", "action",
+             "time", "other"}
+    for cid, entry in data["concepts"].items():
+        assert entry["kind"] in kinds, cid
+        for lang in ("en", "bg", "mk", "sr", "uk"):
+            assert entry.get(lang), (cid, lang)
+        for other in entry.get("broader", ()):
+            assert other in data["concepts"], (cid, other)
+
+
+# --- ranking -------------------------------------------------------------------------------
+
+
+class Flat:
+    """Every question/sentence pair has the same e5 cosine: only the other signals rank."""
+
+    id = "flat"
+
+    def embed_queries(self, texts):
+        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
+
+    def embed_passages(self, texts):
+        return np.tile(np.array([0.8, 0.6], dtype=np.float32), (len(texts), 1))
+
+
+def chunk(text: str, i: int, source: str = BG, language: str = "bg") -> Chunk:
+    return Chunk(id=f"{source}:{i}", source=source, text=text, start=i * 1000,
+                 end=i * 1000 + len(text), line_start=i * 10 + 1, line_end=i * 10 + 1,
+                 language=language)
+
+
+def test_retrieval_rank_is_a_prior_when_sentences_tie():
+    a = chunk("Пхенян получи танкове.", 1)
+    b = chunk("Пхенян получи самолети.", 2)
+    sel = EvidenceSelector(Flat(), lexical_weight=0.0).rank("Какво получи Пхенян?",
+                                                            as_retrieved([b, a]))
+    assert sel.ranked[0].sentence.text == b.text  # b was retrieved first
+    assert sel.ranked[0].prior > sel.ranked[1].prior
+
+
+def test_a_sentence_holding_the_asked_kind_of_answer_ranks_higher():
+    with_number = chunk("Русия получи 5 милиона снаряда.", 2)
+    without = chunk("Русия получи снаряди.", 1)
+    sel = EvidenceSelector(Flat(), rank_weight=0.0).rank("Колко снаряда получи Русия?",
+                                                         as_retrieved([without, with_number]))
+    assert sel.ranked[0].sentence.text == with_number.text
+    assert sel.ranked[0].typed == 1.0
+
+
+def test_terms_no_candidate_has_do_not_dilute_the_lexical_score():
+    """An English question with untranslatable words still gets full credit for the terms that
+    do match (the idf share is over terms some candidate contains)."""
+    texts = ["Кърби заяви нещо.", "Друго изречение."]
+    terms = content_terms("What did Kirby say about zebras and unicorns?", "en")
+    scores = lexical_scores(terms, texts, ["bg", "bg"])
+    assert scores[0] == pytest.approx(1.0) and scores[1] == 0.0
+
+
+def test_a_pronoun_sentence_is_matched_with_the_sentence_before():
+    text = ('Ким Чен-ун говори на церемонията. Той добави, че смята Русия за "най-честния '
+            'приятел".')
+    c = chunk(text, 1)
+    sel = EvidenceSelector(Flat(), rank_weight=0.0).rank("Как Ким Чен-ун нарече Русия?",
+                                                         as_retrieved([c]))
+    second = next(s for s in sel.ranked if s.sentence.text.startswith("Той"))
+    assert second.lexical == pytest.approx(1.0)  # Ким and Чен come from the sentence before
+
+
+def test_which_year_needs_a_year():
+    assert asked_types("З якого року організація відстежує зброю?")[0] == [YEAR]
+    assert asked_types("До коя година трябва да ги върнат?")[0] == [YEAR]
+    assert not satisfies(YEAR, "ракетата, която порази Харков на 2 януари")
+    assert satisfies(YEAR, "руските напади врз Украина од 2018 година")
+
+
+@pytest.mark.parametrize("question,across", [
+    ("Which articles cite The New York Times?", True),
+    ("Across the articles, where did they meet?", True),
+    ("Кои статии цитират Джон Кърби?", True),
+    ("Кои статии се повикуваат на KCNA?", True),
+    ("Koji članci navode da je embargo prekršen?", True),
+    ("Які статті згадують візит Шойгу?", True),
+    ("What weapons did North Korea send?", False),
+    ("Според сръбската статия колко ракети?", False),
+])
+def test_questions_about_the_articles_themselves(question, across):
+    assert asks_across_articles(question) is across
+
+
+def test_warm_takes_plain_chunks_and_is_cheap_to_repeat(hash_embedder):
+    chunks = paragraph_chunks(BG)
+    sel = EvidenceSelector(hash_embedder)
+    assert sel.warm(chunks) > 0
+    calls = len(hash_embedder.calls)
+    assert sel.warm(chunks) == 0 and len(hash_embedder.calls) == calls
+    sel.select("Колко снаряда?", as_retrieved(chunks[:3]))
+    assert [kind for kind, _ in hash_embedder.calls[calls:]] == ["query"]
