@@ -235,7 +235,8 @@ class Answerer:
             citations: tuple[Citation, ...] = ()
         else:
             shown = pick_extractive(selection, self.settings.evidence_sentences,
-                                    decision.typed_evidence or decision.role_evidence)
+                                    decision.typed_evidence or decision.role_evidence,
+                                    only=decision.role_evidence)
             lead = prompts.phrase("extractive_lead_in", lang, self.settings)
             lines = [f"{ev.sentence.text} [{i}]" for i, ev in enumerate(shown, start=1)]
             text = lead + "\n" + "\n".join(lines)
@@ -315,10 +316,13 @@ class Answerer:
 
 
 def pick_extractive(selection: Selection, max_sentences: int,
-                    first_choice: Sequence[int] = ()) -> list[Evidence]:
+                    first_choice: Sequence[int] = (), only: Sequence[int] = ()) -> list[Evidence]:
     """The evidence to quote: the best sentence (or the best one in `first_choice`: holding the
     asked-for kind of answer, e.g. a number for "how many", or the asked-about role), then the
-    next best while they score close to it and fit the length budget.
+    next best while they score close to it and fit the length budget. With `only` (the
+    sentences naming the asked-about role), a further sentence must be one of them (or answer
+    another part of the question): "Russia's ambassador to North Korea" is not answered by
+    North Korea's ambassador.
 
     Another article's sentence must score at least as high as the best one (a wrong file cited
     costs precision), except for questions about the articles themselves ("Which articles cite
@@ -357,9 +361,9 @@ def pick_extractive(selection: Selection, max_sentences: int,
         if any(ev.sentence.start == s.sentence.start and ev.sentence.source == s.sentence.source
                for s in shown):
             continue
-        margin = (EXTRACTIVE_MARGIN if ev.sentence.source in {s.sentence.source for s in shown}
-                  else EXTRACTIVE_OTHER_MARGIN)
-        close = top - ev.score <= margin
+        same_article = ev.sentence.source in {s.sentence.source for s in shown}
+        margin = EXTRACTIVE_MARGIN if same_article else EXTRACTIVE_OTHER_MARGIN
+        close = top - ev.score <= margin and (not only or ev.n in only)
         # A later part of the question ("... and when?") may be answered by a lower sentence.
         fills_type = any(satisfies(t, ev.sentence.text) and
                          not any(satisfies(t, s.sentence.text) for s in shown)

@@ -23,12 +23,11 @@ import numpy as np
 
 from .embed import Embedder
 from .evidence import (
-    _MONTHS,
-    _NUMBER_WORDS,
-    _WEEKDAYS,
     QUANTITY,
     Selection,
     asked_types,
+    is_calendar_word,
+    is_number,
     satisfies,
 )
 from .prompts import LANGUAGES, phrase
@@ -348,7 +347,6 @@ _ASK_WORD_TEXT = """how what when who whom which where why какво какви
 яка які де"""
 _ASK_WORDS = frozenset(_ASK_WORD_TEXT.split())
 _ARTICLE = re.compile(r"^(?:articl|стат[иіт]|člank|članak|članc|напис)")
-_NUMBER_TOKEN = re.compile(r"^\d+(?:[.,]\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -397,10 +395,6 @@ def _sentence_starts(text: str, toks: Sequence[Token]) -> set[int]:
     return starts
 
 
-def _calendar(word: str) -> bool:
-    return bool(_MONTHS.fullmatch(word) or _WEEKDAYS.fullmatch(word))
-
-
 def analyse_question(question: str, lang: str | None) -> _Ask:
     """Names, roles, counted thing and actions of a question (see `extractive_refusal`)."""
     text = unify(question)
@@ -425,7 +419,7 @@ def analyse_question(question: str, lang: str | None) -> _Ask:
     for i, t in enumerate([*toks, None]):
         capital = (t is not None and i not in in_concept and i not in starts
                    and t.text[:1].isupper() and t.norm not in STOPWORDS
-                   and t.norm not in QUESTION_WORDS and not _calendar(t.norm))
+                   and t.norm not in QUESTION_WORDS and not is_calendar_word(t.norm))
         if capital:
             run.append(t)
             continue
@@ -480,8 +474,7 @@ def _counted_near_number(ask: _Ask, text: str, lang: str | None) -> bool:
         return True
     toks = tokens(text)
     matches = lexicon().find(toks, lang)
-    numbers = [i for i, t in enumerate(toks)
-               if _NUMBER_TOKEN.match(t.norm) or _NUMBER_WORDS.fullmatch(t.norm)]
+    numbers = [i for i, t in enumerate(toks) if is_number(t.norm)]
     near = False
     for term in ask.counted:
         where = _mentions(term, toks, matches)
@@ -520,7 +513,7 @@ def _named_near_role(text: str, lang: str | None, role: str,
         for i in range(max(0, p - _NAME_SPAN), min(len(toks), p + _NAME_SPAN + 1)):
             t = toks[i]
             if (i == 0 or i in in_concept or not t.text[:1].isupper() or t.norm in STOPWORDS
-                    or _calendar(t.norm) or not question_keys.isdisjoint(stems(t.norm))):
+                    or is_calendar_word(t.norm) or not question_keys.isdisjoint(stems(t.norm))):
                 continue
             return True
     return False

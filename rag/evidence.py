@@ -132,6 +132,16 @@ def asked_types(question: str) -> tuple[list[str], list[str]]:
     return [t for at, t in found if at < cut], [t for _, t in found]
 
 
+def is_calendar_word(word: str) -> bool:
+    """A month or weekday name (capitalised in English, but not a name to look for)."""
+    return bool(_MONTHS.fullmatch(word) or _WEEKDAYS.fullmatch(word))
+
+
+def is_number(word: str) -> bool:
+    """A number written in digits or words ("30", "два", "million")."""
+    return bool(_DIGITS.fullmatch(word) or _NUMBER_WORDS.fullmatch(word))
+
+
 def _quantities(text: str) -> bool:
     t = normalize(text)
     dates = {m.start() for m in _DAY_MONTH.finditer(t)}

@@ -358,6 +358,26 @@ def test_which_articles_questions_quote_each_article_with_the_key_name():
     assert [ev.sentence.source for ev in pick_extractive(sel, 3)] == ["a.txt"]
 
 
+def test_a_role_answer_quotes_the_sentence_with_the_role_only():
+    from rag import cite
+    from rag.answer import pick_extractive
+    from rag.evidence import EvidenceSelector
+
+    texts = [("b.txt", "sr", "Severnokorejski ambasador u Moskvi sastao se sa izaslanicima."),
+             ("a.txt", "bg", "Посланикът на Русия в Северна Корея Александър Мацегора заяви, че "
+                             "ученията изглеждат подходящо.")]
+    retrieved = [Retrieved(chunk=Chunk(id=f"{src}:0", source=src, text=t, start=0, end=len(t),
+                                       line_start=1, line_end=1, language=lang),
+                           rank=i, score=0.1)
+                 for i, (src, lang, t) in enumerate(texts, 1)]
+    sel = EvidenceSelector(_Flat()).select("Who is Russia's ambassador to North Korea?",
+                                           retrieved, k=6, lang="en")
+    decision = cite.extractive_refusal(sel)
+    assert not decision.refuse and decision.role_evidence
+    shown = pick_extractive(sel, 3, decision.role_evidence, only=decision.role_evidence)
+    assert [ev.sentence.source for ev in shown] == ["a.txt"]
+
+
 # --- end to end on the real seeds (slow: real embedder, real index) ----------------------------
 
 QUESTIONS = {json.loads(line)["id"]: json.loads(line)
