@@ -1,4 +1,7 @@
-"""Evaluation: question set, deterministic metrics, per-question scores, summaries, `run_eval`.
+"""Evaluation: per-question scores, summaries, thresholds and `run_eval`.
+
+The question set lives in `rag.questions`, the metric functions in `rag.metrics` (both
+re-exported here).
 
 Every metric returns `None` when it does not apply to a question (no expected sources, no evidence
 phrases, no citation markers, ...) so that `summarize` averages it only over the questions where it
@@ -15,412 +18,46 @@ import re
 import subprocess
 import sys
 import time
-import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from rag.metrics import (  # noqa: F401 - re-exported: evaluate is the public entry point
+    SourceTexts,
+    answer_language_match,
+    as_dict,
+    check_k,
+    citation_precision,
+    citation_support,
+    citation_validity,
+    evidence_at_k,
+    evidence_offset,
+    evidence_within_chars,
+    fact_recall,
+    false_refusal,
+    hit_at_k,
+    normalize_text,
+    parse_citation_markers,
+    recall_at_k,
+    reciprocal_rank,
+    refusal_accuracy,
+    tokens_per_second,
+)
+from rag.questions import Question, load_questions  # noqa: F401 - re-exported
 from rag.types import Answer, RagError, Retrieved
 
 logger = logging.getLogger(__name__)
 
 # (question, answer_text, evidence_texts) -> is the answer faithful to the evidence?
 Judge = Callable[[str, str, list[str]], bool]
-SourceTexts = Mapping[str, str] | Callable[[str], str | None]
 
 
 class EvalPipeline(Protocol):
     def retrieve(self, question: str, k: int) -> Sequence[Retrieved]: ...
 
     def ask(self, question: str) -> Answer: ...
-
-
-# --------------------------------------------------------------------------------------------
-# Question set
-# --------------------------------------------------------------------------------------------
-
-_FIELDS = ("id", "lang", "question", "sources", "facts", "evidence", "answerable")
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    lang: str
-    question: str
-    sources: tuple[str, ...] = ()
-    facts: tuple[tuple[str, ...], ...] = ()
-    evidence: tuple[str, ...] = ()
-    answerable: bool = True
-
-    @property
-    def multi_article(self) -> bool:
-        return self.answerable and len(self.sources) > 1
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        if not self.answerable:
-            return ("unanswerable",)
-        return ("answerable", "multi-article") if self.multi_article else ("answerable",)
-
-
-def _str_list(obj: dict[str, Any], name: str, problems: list[str]) -> tuple[str, ...]:
-    value = obj.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        problems.append(f"'{name}' must be a list of non-empty strings")
-        return ()
-    return tuple(value)
-
-
-def _parse_question(obj: Any) -> tuple[Question | None, list[str]]:
-    if not isinstance(obj, dict):
-        return None, [f"expected a JSON object, got {type(obj).__name__}"]
-    problems: list[str] = []
-    unknown = sorted(set(obj) - set(_FIELDS))
-    if unknown:
-        problems.append(
-            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(_FIELDS)}"
-        )
-    qid = obj.get("id")
-    if qid is None:
-        problems.append("missing 'id'")
-    elif not isinstance(qid, str) or not qid.strip():
-        problems.append("'id' must be a non-empty string")
-    text = obj.get("question")
-    if not isinstance(text, str) or not text.strip():
-        problems.append("missing question text ('question' must be a non-empty string)")
-    lang = obj.get("lang")
-    if not isinstance(lang, str) or not lang.strip():
-        problems.append("'lang' must be a non-empty language code, e.g. \"en\"")
-    answerable = obj.get("answerable", True)
-    if not isinstance(answerable, bool):
-        problems.append("'answerable' must be true or false")
-        answerable = True
-    n_problems = len(problems)
-    sources = _str_list(obj, "sources", problems)
-    sources_ok = len(problems) == n_problems
-    evidence = _str_list(obj, "evidence", problems)
-    facts_raw = obj.get("facts", [])
-    facts: tuple[tuple[str, ...], ...] = ()
-    if not isinstance(facts_raw, list) or not all(
-        isinstance(g, list) and g and all(isinstance(a, str) and a.strip() for a in g)
-        for g in facts_raw
-    ):
-        problems.append("'facts' must be a list of groups, each a non-empty list of strings")
-    else:
-        facts = tuple(tuple(g) for g in facts_raw)
-    dupes = sorted(s for s, n in Counter(sources).items() if n > 1)
-    if dupes:
-        problems.append(f"source(s) listed twice: {', '.join(dupes)}")
-    if answerable and sources_ok and not sources:
-        problems.append("an answerable question needs at least one file in 'sources'")
-    if not answerable and (sources or facts or evidence):
-        problems.append(
-            "an unanswerable question must have empty 'sources', 'facts' and 'evidence'"
-        )
-    if problems:
-        return None, problems
-    question = Question(
-        id=qid.strip(),
-        lang=lang.strip().lower(),
-        question=text.strip(),
-        sources=sources,
-        facts=facts,
-        evidence=evidence,
-        answerable=answerable,
-    )
-    return question, []
-
-
-def _check_against_files(q: Question, data_dir: Path) -> list[str]:
-    problems = []
-    texts = []
-    for source in q.sources:
-        path = data_dir / source
-        if not path.is_file():
-            problems.append(f"source file not found: {path}")
-        else:
-            texts.append(normalize_text(path.read_text(encoding="utf-8", errors="replace")))
-    if not problems:
-        for phrase in q.evidence:
-            if not any(normalize_text(phrase) in t for t in texts):
-                problems.append(f"evidence phrase not found in its sources: {phrase!r}")
-    return problems
-
-
-def load_questions(path: str | Path, *, data_dir: str | Path | None = None) -> list[Question]:
-    """Read and validate a JSONL question set; every problem is reported as `file:line: message`.
-
-    With `data_dir`, also check that each source file exists there and that each evidence phrase
-    occurs in one of the question's sources, which catches typos before a long run starts.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as e:
-        raise RagError(f"cannot read question set {path}: {e.strerror or e}") from e
-    questions: list[Question] = []
-    problems: list[str] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: invalid JSON: {e.msg} (column {e.colno})")
-            continue
-        q, errs = _parse_question(obj)
-        if q is not None and q.id in seen:
-            errs = [f"duplicate id {q.id!r} (first used on line {seen[q.id]})"]
-        if q is not None and not errs and data_dir is not None:
-            errs = _check_against_files(q, Path(data_dir))
-        problems.extend(f"{where}: {e}" for e in errs)
-        if q is not None and not errs:
-            seen[q.id] = lineno
-            questions.append(q)
-    if problems:
-        shown = problems[:20]
-        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise RagError(f"invalid question set {path}:\n" + "\n".join(shown) + more)
-    if not questions:
-        raise RagError(f"question set {path} holds no questions")
-    return questions
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics: pure functions of their arguments
-# --------------------------------------------------------------------------------------------
-
-_WS = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """Case- and whitespace-insensitive form used for every phrase match."""
-    return _WS.sub(" ", unicodedata.normalize("NFC", text or "")).strip().casefold()
-
-
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-
-
-def hit_at_k(retrieved_sources: Sequence[str], expected: Iterable[str], k: int) -> float | None:
-    """1.0 if any of the first k retrieved passages comes from an expected source."""
-    _check_k(k)
-    want = set(expected)
-    if not want:
-        return None
-    return 1.0 if any(s in want for s in list(retrieved_sources)[:k]) else 0.0
-
-
-def reciprocal_rank(retrieved_sources: Sequence[str], expected: Iterable[str]) -> float | None:
-    """1/rank of the first passage from an expected source (rank counted in passages)."""
-    want = set(expected)
-    if not want:
-        return None
-    for rank, source in enumerate(retrieved_sources, 1):
-        if source in want:
-            return 1.0 / rank
-    return 0.0
-
-
-def recall_at_k(retrieved_sources: Sequence[str], expected: Iterable[str], k: int) -> float | None:
-    """Fraction of the distinct expected sources present among the first k passages.
-
-    Several passages from one article count once, so a question needing two articles only scores
-    1.0 when both appear.
-    """
-    _check_k(k)
-    want = set(expected)
-    if not want:
-        return None
-    return len(want & set(list(retrieved_sources)[:k])) / len(want)
-
-
-def _phrases(evidence: Iterable[str]) -> list[str]:
-    return [p for p in (normalize_text(e) for e in evidence) if p]
-
-
-def evidence_at_k(
-    retrieved_texts: Sequence[str], evidence_phrases: Iterable[str], k: int
-) -> float | None:
-    """1.0 if an evidence phrase lies wholly inside one of the first k passages."""
-    _check_k(k)
-    phrases = _phrases(evidence_phrases)
-    if not phrases:
-        return None
-    passages = [normalize_text(t) for t in list(retrieved_texts)[:k]]
-    return 1.0 if any(p in t for t in passages for p in phrases) else 0.0
-
-
-def evidence_offset(retrieved_texts: Sequence[str], evidence: Iterable[str]) -> int | None:
-    """Characters read, in rank order, up to the end of the first evidence phrase met.
-
-    Counted on whitespace-normalised passages joined by one separator, so the number does not
-    depend on how a chunker laid out blank lines. None if no passage holds a phrase.
-    """
-    phrases = _phrases(evidence)
-    read = 0
-    for text in retrieved_texts:
-        passage = normalize_text(text)
-        ends = [passage.find(p) + len(p) for p in phrases if p in passage]
-        if ends:
-            return read + min(ends)
-        read += len(passage) + 1
-    return None
-
-
-def evidence_within_chars(
-    retrieved_texts: Sequence[str], evidence: Iterable[str], n_chars: int = 2000
-) -> float | None:
-    """1.0 if an evidence phrase ends within the first `n_chars` of the ranked passages.
-
-    A phrase straddling two passages does not count: the model would see it cut in half.
-    """
-    if n_chars < 1:
-        raise ValueError(f"n_chars must be >= 1, got {n_chars}")
-    if not _phrases(evidence):
-        return None
-    offset = evidence_offset(retrieved_texts, evidence)
-    return 1.0 if offset is not None and offset <= n_chars else 0.0
-
-
-def fact_recall(answer_text: str | None, facts: Iterable[Iterable[str]]) -> float | None:
-    """Fraction of fact groups of which the answer contains at least one alternative."""
-    groups = [alts for alts in (_phrases(g) for g in facts) if alts]
-    if not groups:
-        return None
-    text = normalize_text(answer_text or "")
-    return sum(any(a in text for a in alts) for alts in groups) / len(groups)
-
-
-_MARKER = re.compile(r"\[\s*(\d+(?:\s*[-–]\s*\d+)?(?:\s*[,;]\s*\d+(?:\s*[-–]\s*\d+)?)*)\s*\]")
-_MAX_RANGE = 50
-
-
-def parse_citation_markers(text: str | None) -> list[int]:
-    """Numbers cited in `[n]`, `[n, m]` and `[n-m]` markers, in order, repeats kept."""
-    numbers: list[int] = []
-    for match in _MARKER.finditer(text or ""):
-        for part in re.split(r"[,;]", match.group(1)):
-            bounds = [int(x) for x in re.split(r"[-–]", part)]
-            if len(bounds) == 1:
-                numbers.append(bounds[0])
-                continue
-            lo, hi = bounds
-            if lo <= hi <= lo + _MAX_RANGE:
-                numbers.extend(range(lo, hi + 1))
-            else:
-                # A reversed or absurd range is still checked, by its ends, instead of expanding
-                # into thousands of numbers.
-                numbers.extend((lo, hi))
-    return numbers
-
-
-def citation_validity(answer_text: str | None, valid: int | Iterable[int]) -> float | None:
-    """Fraction of cited numbers that point at something: 1..valid, or a member of `valid`."""
-    markers = parse_citation_markers(answer_text)
-    if not markers:
-        return None
-    ok = set(range(1, valid + 1)) if isinstance(valid, int) else set(valid)
-    return sum(n in ok for n in markers) / len(markers)
-
-
-def citation_precision(cited_sources: Sequence[str], expected: Iterable[str]) -> float | None:
-    """Fraction of citations whose file is one of the question's expected sources."""
-    want = set(expected)
-    cited = list(cited_sources)
-    if not cited or not want:
-        return None
-    return sum(s in want for s in cited) / len(cited)
-
-
-def _as_dict(obj: Any) -> Mapping[str, Any]:
-    return obj.to_json() if hasattr(obj, "to_json") else obj
-
-
-def citation_support(
-    citations: Sequence[Any],
-    texts: SourceTexts,
-    *,
-    key: str = "source",
-    check_offsets: bool = False,
-) -> float | None:
-    """Fraction of citations whose quote is verbatim in the text they point at.
-
-    `texts` maps `citation[key]` (a file name by default, or a chunk id with key="chunk_id") to
-    that text, as a dict or a callable returning None when unknown. With `check_offsets` the
-    quote must also sit exactly at `text[start:end]`, which is what the UI highlights.
-    """
-    cits = [_as_dict(c) for c in citations]
-    if not cits:
-        return None
-    lookup = texts.get if isinstance(texts, Mapping) else texts
-    supported = 0
-    for c in cits:
-        quote = c.get("quote") or ""
-        try:
-            text = lookup(c.get(key) or "")
-        except (OSError, KeyError):
-            text = None
-        if not quote.strip() or not text:
-            continue
-        if check_offsets and c.get("start") is not None and c.get("end") is not None:
-            supported += text[c["start"] : c["end"]] == quote
-        else:
-            supported += quote in text
-    return supported / len(cits)
-
-
-def refusal_accuracy(answerable: bool, refused: bool) -> float | None:
-    """For an unanswerable question: 1.0 if the system said the context was insufficient."""
-    return None if answerable else float(refused)
-
-
-def false_refusal(answerable: bool, refused: bool) -> float | None:
-    """For an answerable question: 1.0 if the system refused anyway (lower is better)."""
-    return float(refused) if answerable else None
-
-
-# bs/hr guesses are folded into "sr" by the language identifier too (see rag.types.Document).
-_LANG_ALIASES = {"bs": "sr", "hr": "sr", "sh": "sr", "cnr": "sr"}
-
-
-def _norm_lang(code: str | None) -> str:
-    primary = (code or "").strip().lower().replace("_", "-").split("-")[0]
-    return _LANG_ALIASES.get(primary, primary)
-
-
-def answer_language_match(answer_lang: str | None, question_lang: str | None) -> float | None:
-    a, q = _norm_lang(answer_lang), _norm_lang(question_lang)
-    if not a or not q:
-        return None
-    return float(a == q)
-
-
-def tokens_per_second(
-    usage: Mapping[str, Any] | None, timings: Mapping[str, Any] | None
-) -> float | None:
-    """Generation speed from whatever the backend reported; None when it reported no token count."""
-    usage = usage or {}
-    timings = timings or {}
-    if isinstance(usage.get("tokens_per_s"), int | float):
-        return float(usage["tokens_per_s"])
-    # Ollama reports its own decode time, more exact than our wall clock.
-    if usage.get("eval_count") and usage.get("eval_duration"):
-        return usage["eval_count"] / (usage["eval_duration"] / 1e9)
-    tokens = usage.get("completion_tokens") or usage.get("output_tokens") or usage.get("eval_count")
-    total = timings.get("total_ms")
-    if not tokens or not total:
-        return None
-    # Decode phase only: time after the first token, or after retrieval when streaming was off.
-    start = timings.get("first_token_ms") or timings.get("retrieve_ms") or 0.0
-    seconds = (total - start) / 1000
-    return tokens / seconds if seconds > 0 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +86,7 @@ def score_question(
     Citation support is checked against `source_texts` (file name -> file text, offsets included)
     when given, else against the text of the retrieved chunk each citation names.
     """
-    _check_k(k)
+    check_k(k)
     retrieved = sorted(record.get("retrieved") or [], key=lambda r: r.get("rank") or 0)
     sources = [r.get("source", "") for r in retrieved]
     texts = [r.get("text", "") for r in retrieved]
@@ -466,7 +103,7 @@ def score_question(
     if "answer" in record:
         answer = record.get("answer") or ""
         refused = bool(record.get("insufficient_context"))
-        cits = [_as_dict(c) for c in record.get("citations") or []]
+        cits = [as_dict(c) for c in record.get("citations") or []]
         if source_texts is not None:
             support = citation_support(cits, source_texts, check_offsets=True)
         else:
@@ -850,7 +487,7 @@ def run_eval(
     """
     from rag import report  # report imports this module, so import it only when needed
 
-    _check_k(k)
+    check_k(k)
     if not questions:
         raise RagError("no questions to evaluate")
     out = Path(out_dir)
