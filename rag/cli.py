@@ -222,8 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
     logging.basicConfig(level=level, format=fmt)
-    # bm25s sets its own logger to DEBUG on import, which would bypass our level.
-    logging.getLogger("bm25s").setLevel(max(level, logging.INFO))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,6 +207,11 @@ def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
     """Load the persisted BM25 index if it matches the collection, else build (and persist) it."""
     import bm25s
 
+    # bm25s sets its own logger to DEBUG when imported; let it follow ours instead.
+    bm25_log = logging.getLogger("bm25s")
+    if bm25_log.level == logging.DEBUG:
+        bm25_log.setLevel(logging.NOTSET)
+
     ids = sorted(ids if ids is not None else store.chunk_ids())
     if not ids:
         return None
