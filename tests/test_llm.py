@@ -427,4 +427,9 @@ def test_ollama_stopping_early_drops_the_stream(ollama):
         time.sleep(0.01)
     assert ollama.streams_aborted == 1 and ollama.streams_completed == 0
     assert complete(model, [{"role": "user", "content": "q"}]) == "next"
+    # The server counts a stream as completed after its last write, which can land just after
+    # the client has read that write: wait for it as for the abort above.
+    deadline = time.monotonic() + 2
+    while not ollama.streams_completed and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert ollama.streams_completed == 1
