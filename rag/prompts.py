@@ -10,7 +10,9 @@ variable the caller passed that the file does not use, are both errors. Editing 
 that it drops or invents a variable therefore fails loudly instead of silently changing answers.
 
 Phrases (`phrases.json`) are keyed by phrase, then by language code; a language without its own
-text falls back to English.
+text falls back to English. The phrases every answer needs in its own language (the refusal, the
+extractive lead-in, the request to rephrase, the language's name) come from the language packs
+(`rag/lang/<code>.json`); a `phrases.json` entry for the same key and language overrides them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from rag import lang as lang_packs
 from rag.types import Evidence, RagError
 
 log = logging.getLogger(__name__)
@@ -31,8 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 PHRASES_FILE = "phrases.json"
 FALLBACK_LANGUAGE = "en"
-# The corpus languages; phrases.json must cover every one of them for every phrase.
-LANGUAGES = ("en", "bg", "mk", "sr", "uk")
+# The languages answers are given in (defined once, by the language packs).
+LANGUAGES = lang_packs.LANGUAGES
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -119,14 +122,28 @@ def _load_phrases(path: Path, mtime_ns: int) -> dict[str, dict[str, str]]:
     return data
 
 
+@lru_cache(maxsize=1)
+def _pack_phrases() -> dict[str, dict[str, str]]:
+    table: dict[str, dict[str, str]] = {"language_name": {}}
+    for code, p in lang_packs.packs().items():
+        for key, text in p.phrases.items():
+            table.setdefault(key, {})[code] = text
+        if p.answers_in_own_language:
+            table["language_name"][code] = p.name
+    return table
+
+
 def phrases(settings_or_dir: Any = None) -> dict[str, dict[str, str]]:
-    """All phrases: {phrase key: {language code: text}}."""
+    """All phrases: {phrase key: {language code: text}} (language packs, then phrases.json)."""
     path = _prompts_dir(settings_or_dir) / PHRASES_FILE
     try:
         mtime = path.stat().st_mtime_ns
     except FileNotFoundError:
         raise RagError(f"Phrase file {path} does not exist") from None
-    return _load_phrases(path, mtime)
+    merged = {k: dict(v) for k, v in _pack_phrases().items()}
+    # A phrase the file defines is the file's, in every language (English fills the gaps).
+    merged.update({k: dict(v) for k, v in _load_phrases(path, mtime).items()})
+    return merged
 
 
 def phrase(key: str, lang: str | None, settings_or_dir: Any = None) -> str:
