@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lang as lang_packs
 from . import language
 from .text import sentence_spans
 from .types import Document
@@ -21,33 +22,29 @@ logger = logging.getLogger(__name__)
 
 EXTENSIONS = (".txt", ".md")
 
-# --- page boilerplate, learned from the seed pages -------------------------------------------
-# Whole lines that are navigation, widgets or UI labels (compared case-insensitively).
-_UI_LINES = {
-    "menu closed", "menu open", "close", "закрыть", "затвори", "закрити",
-    "прочетете повече", "прочетете повече прочетете повече", "прочитајте повеќе", "читайте також",
-    "pročitajte više", "read more", "последни новини", "най-четени", "најчитани", "останні новини",
-    "najnovije vesti", "najčitanije", "latest news", "most read", "свят", "контекст",
-}
-_LINE_PATTERNS = [
-    re.compile(r"^[\s$€£¥₴]*\d[\d.,\s]*([$€£¥₴]\s*\d[\d.,\s]*)*$"),  # price ticker "$39.60 €42.44"
-    re.compile(r"^weather\s+[+-−]?\d+", re.I),  # weather widget "weather +11 Київ"
-    re.compile(r"^(фото|foto|photo|източник|джерело|извор)\s*:", re.I),  # photo credits
-    re.compile(r"^информационен сайт\b|^інформаційний сайт\b|^информативен портал\b", re.I),
-]
+# --- page boilerplate ------------------------------------------------------------------------
+# Two kinds of knowledge, neither learned from particular pages:
+# - general shape: a line of at most `_SHORT_WORDS` words with no sentence punctuation and no
+#   digit is a label (menu, section name, "Most read"); a line that is mostly not letters is a
+#   widget (price ticker "$39.60 €42.44", weather "+11°"); a line with a photo credit at its end
+#   is a caption;
+# - per-language page furniture in the language packs (rag/lang/<code>.json, "boilerplate"):
+#   UI labels, the start of a related-articles block, "see also" link texts, credit words.
+_SHORT_WORDS = 3
+_MIN_LETTER_SHARE = 0.5
+_SENTENCE_PUNCT = (".", "!", "?", "…", '"', "“", "”", "»", ":")
+
+
+def _rx(name: str) -> re.Pattern[str]:
+    rx = lang_packs.pattern(f"boilerplate:{name}")
+    return rx if rx is not None else re.compile("(?!)")
+
+
+_UI_LINES = _rx("ui_lines")
+_RELATED = _rx("related_starts")
+_SEE_ALSO = re.compile(r"^" + _rx("see_also").pattern + r"\s*:")
 # A caption: a short line that ends with a credit ("Източник: Kremlin.ru", "| Архив").
-_CAPTION = re.compile(r"(източник|джерело|извор|source|foto|фото)\s*:\s*\S+\s*$|\|\s*\S+\s*$", re.I)
-# Where the related-articles block starts; everything after it is another page's teaser.
-_RELATED = re.compile(
-    r"^(още от|прочетете още|читайте також|більше новин|прочитајте и|повеќе од|pročitajte još|"
-    r"vezane vesti|related articles?|more from)\b",
-    re.I,
-)
-# Inline "see also" link text glued into the body ("Видете и ова: <other headline>").
-_SEE_ALSO = re.compile(
-    r"^(видете и ова|вижте още|вижте също|дивіться також|pogledajte i|pogledajte još|see also)\s*:",
-    re.I,
-)
+_CAPTION = re.compile(_rx("credit_words").pattern + r"\s*:\s*\S+\s*$|\|\s*\S+\s*$")
 
 
 @dataclass(frozen=True)
@@ -116,17 +113,29 @@ def clean_spans(text: str) -> list[tuple[int, int]]:
     kept: list[tuple[int, int]] = []
     seen_lines: list[str] = []
     pos = 0
-    for raw_line in text.splitlines(keepends=True):
+    raw_lines = text.splitlines(keepends=True)
+    stripped = [r.strip().lstrip("\ufeff") for r in raw_lines]
+    for i, raw_line in enumerate(raw_lines):
         start, pos = pos, pos + len(raw_line)
-        line = raw_line.strip().lstrip("\ufeff")
+        line = stripped[i]
         if not line:
             continue
-        if _RELATED.match(line):
+        if not seen_lines and _is_label(line):
+            # A short first line is the headline when prose follows it, else page chrome.
+            following = next((ln for ln in stripped[i + 1:] if ln), "")
+            if not following.endswith(_SENTENCE_PUNCT):
+                continue
+            seen_lines.append(line)
+            kept.append((start + (len(raw_line) - len(raw_line.lstrip("\ufeff").lstrip())),
+                         start + len(raw_line.rstrip())))
+            continue
+        if _RELATED.match(line.casefold()):
             break
         if _is_boilerplate(line, seen_lines):
             # A caption line repeats the short line above it plus a credit: that line was the
             # caption's first half, not body text.
-            if kept and seen_lines and line.startswith(seen_lines[-1]) and _CAPTION.search(line):
+            if (kept and seen_lines and line.startswith(seen_lines[-1])
+                    and _CAPTION.search(line.casefold())):
                 kept.pop()
                 seen_lines.pop()
             continue
@@ -137,11 +146,30 @@ def clean_spans(text: str) -> list[tuple[int, int]]:
     return kept
 
 
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+_MONTH = lang_packs.pattern("months") or re.compile("(?!)")
+
+
+def _is_label(line: str) -> bool:
+    """A short line that is not prose: no sentence punctuation, and not a dateline ("14
+    September 2023" names a month or a year)."""
+    low = line.casefold()
+    return (len(line.split()) <= _SHORT_WORDS and not line.rstrip().endswith(_SENTENCE_PUNCT)
+            and not _YEAR.search(low) and not _MONTH.search(low))
+
+
+def _mostly_not_letters(line: str) -> bool:
+    chars = [ch for ch in line if not ch.isspace()]
+    return bool(chars) and sum(ch.isalpha() for ch in chars) / len(chars) < _MIN_LETTER_SHARE
+
+
 def _is_boilerplate(line: str, seen: list[str]) -> bool:
     low = line.casefold()
-    if low in _UI_LINES or any(p.search(line) for p in _LINE_PATTERNS):
+    if _UI_LINES.fullmatch(low) or _mostly_not_letters(line):
         return True
-    if len(line.split()) <= 14 and _CAPTION.search(line):
+    if seen and _is_label(line):
+        return True
+    if len(line.split()) <= 14 and _CAPTION.search(low):
         return True
     # A headline repeated with a photo caption glued on ("<headline> <caption>"); a body
     # sentence that merely starts like the lede goes on for longer and ends with a full stop.
@@ -159,11 +187,11 @@ def _is_caption_tail(rest: str) -> bool:
 def _drop_see_also(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Split a line into sentences and drop "see also" link texts glued into it."""
     spans = sentence_spans(text, start, end)
-    if not any(_SEE_ALSO.match(text[s:e]) for s, e in spans):
+    if not any(_SEE_ALSO.match(text[s:e].casefold()) for s, e in spans):
         return [(start, end)]
     out: list[tuple[int, int]] = []
     for s, e in spans:
-        if _SEE_ALSO.match(text[s:e]):
+        if _SEE_ALSO.match(text[s:e].casefold()):
             continue
         if out and text[out[-1][1]:s].strip() == "":
             out[-1] = (out[-1][0], e)
