@@ -28,6 +28,7 @@ Metrics (answerable / unanswerable questions as marked in the question set):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import platform
 import re
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import itertools  # noqa: E402
 
 from rag import answer as answer_module  # noqa: E402
-from rag import cite, language  # noqa: E402
+from rag import cite, language, refusal  # noqa: E402
 from rag.answer import Answerer  # noqa: E402
 from rag.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
 from rag.types import Answer, RagError  # noqa: E402
@@ -313,11 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _decision(answerer: Answerer, retriever, settings, question: str):
     """The extractive refusal decision for a question, as Answerer.ask takes it."""
-    lang = language.detect(question)[0]
+    lang = language.detect_question(question, answerer.article_languages)[0]
     k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    analysis = answer_module.analyse(question, lang)
     sel = answerer.selector.select(question, retriever.retrieve(question, k),
-                                   k=answer_module.PROMPT_EVIDENCE, lang=lang)
-    return cite.extractive_refusal(sel), max((c.dense for c in sel.ranked), default=0.0)
+                                   k=answer_module.PROMPT_EVIDENCE, lang=lang, analysis=analysis)
+    decision = refusal.decide(sel, analysis, model=answerer.refusal_model,
+                              matcher=answerer.name_matcher)
+    return decision, max((c.dense for c in sel.ranked), default=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +337,7 @@ GRID = {
     "retrieve_factor": [2, 3],
     "across_margin": [0.1, 0.2, 0.3],
 }
-REFUSAL_GRID = {"count_span": [2, 3, 5], "name_span": [4, 6, 8], "role_span": [2, 3, 4]}
+REFUSAL_GRID = {"count_span": [2, 3, 5], "name_similarity": [0.85, 0.9, 0.95]}
 
 
 def _defaults(answerer: Answerer) -> dict[str, float]:
@@ -341,8 +345,8 @@ def _defaults(answerer: Answerer) -> dict[str, float]:
     return {"lexical_weight": sel.lexical_weight, "rank_weight": sel.rank_weight,
             "type_weight": sel.type_weight, "retrieve_factor": answer_module.RETRIEVE_FACTOR,
             "across_margin": answer_module.ACROSS_ARTICLES_MARGIN,
-            "count_span": cite._COUNT_SPAN, "name_span": cite._NAME_SPAN,
-            "role_span": cite._ROLE_SPAN}
+            "count_span": answerer.refusal_model.count_span,
+            "name_similarity": answerer.refusal_model.name_similarity}
 
 
 def _apply(answerer: Answerer, cfg: dict[str, float]) -> None:
@@ -351,8 +355,9 @@ def _apply(answerer: Answerer, cfg: dict[str, float]) -> None:
     sel.type_weight = cfg["type_weight"]
     answer_module.RETRIEVE_FACTOR = int(cfg["retrieve_factor"])
     answer_module.ACROSS_ARTICLES_MARGIN = cfg["across_margin"]
-    cite._COUNT_SPAN, cite._NAME_SPAN = int(cfg["count_span"]), int(cfg["name_span"])
-    cite._ROLE_SPAN = int(cfg["role_span"])
+    answerer.refusal_model = dataclasses.replace(
+        answerer.refusal_model, count_span=int(cfg["count_span"]),
+        name_similarity=float(cfg["name_similarity"]))
 
 
 def _objective(m: dict[str, float]) -> float:

@@ -22,18 +22,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from . import cite, language, prompts
+from . import cite, language, prompts, refusal
+from . import lang as lang_packs
 from .embed import Embedder
-from .evidence import (
-    EvidenceSelector,
-    Selection,
-    as_evidence,
-    asked_types,
-    asks_across_articles,
-    needs_context,
-    satisfies,
-)
+from .evidence import EvidenceSelector, Selection, as_evidence, needs_context, satisfies
 from .llm import ChatModel, complete
+from .question import analyse, has_content, refers_back
 from .terms import Term, name_keys, term_set
 from .text import words
 from .types import Answer, Backend, Chunk, Citation, Evidence, RagError, Retrieved, Timings
@@ -77,12 +71,18 @@ class Answerer:
 
     def __init__(self, retriever: Retriever, embedder: Embedder, settings: Any,
                  chat_model: ChatModel | None = None, *,
-                 selector: EvidenceSelector | None = None):
+                 selector: EvidenceSelector | None = None, use_name_vectors: bool = True):
         self.retriever = retriever
         self.embedder = embedder
         self.settings = settings
         self.chat_model = chat_model
         self.selector = selector or EvidenceSelector(embedder)
+        # Spellings of one name across languages (Japan/Япония) are matched by e5 word vectors.
+        self.name_matcher = refusal.NameMatcher(embedder) if use_name_vectors else None
+        self.refusal_model = refusal.default_model()
+        # Languages of the indexed articles seen so far (warm() and retrieval): a question is
+        # identified among these and the languages answers are given in.
+        self.article_languages: set[str] = set()
         self._check: _Check | None = None
         self._check_lock = threading.Lock()
 
@@ -107,18 +107,24 @@ class Answerer:
         """
         t0 = time.perf_counter()
         question = self._validate(question)
-        lang, raw = language.detect(question)
+        if not has_content(question):
+            answer = self._rephrase(question, history, t0)
+            yield ("delta", answer.answer)
+            yield ("answer", answer)
+            return
+        lang, raw = language.detect_question(question, self.article_languages)
         logger.debug("question language %s (raw %s)", lang, raw)
         chosen, no_llm = self._choose_mode(mode)
         notes = [] if no_llm is None else [self.fallback_note(lang, no_llm)]
 
-        standalone = self._standalone(question, history, chosen)
+        standalone = self._standalone(question, history, chosen, lang)
         asked = standalone or question
 
         tr = time.perf_counter()
         k = max(self.settings.top_k, self.settings.top_k * RETRIEVE_FACTOR)
         retrieved = tuple(self.retriever.retrieve(asked, k))
         retrieve_ms = (time.perf_counter() - tr) * 1000
+        self.article_languages |= {r.chunk.language for r in retrieved if r.chunk.language}
 
         if chosen == "generate":
             yield from self._generate(question, asked, lang, retrieved, standalone, notes,
@@ -135,7 +141,27 @@ class Answerer:
         start-up (e.g. `store.iter_chunks()`, in a background thread). Sentences already
         embedded are skipped, so calling it again after indexing new articles is cheap.
         Returns how many sentences were embedded."""
-        return self.selector.warm(chunks)
+        items = list(chunks)
+        self.article_languages |= {(c.chunk if isinstance(c, Retrieved) else c).language
+                                   for c in items} - {""}
+        return self.selector.warm(items)
+
+    def _rephrase(self, question: str, history: list[dict] | None, t0: float) -> Answer:
+        """A question with no letter or digit: ask for words, in the language of the
+        conversation's last question when there is one, else English."""
+        previous = next((str(m.get("content") or "") for m in reversed(history or [])
+                         if m.get("role") == "user" and has_content(str(m.get("content") or ""))),
+                        "")
+        lang = (language.detect_question(previous, self.article_languages)[0] if previous
+                else lang_packs.FALLBACK)
+        text = prompts.phrase("rephrase", lang, self.settings)
+        return Answer(
+            question=question, answer=text, language=lang, mode="extractive",
+            insufficient_context=True, citations=(), retrieved=(), backend=EXTRACTIVE,
+            timings=Timings(retrieve_ms=0.0, first_token_ms=None,
+                            total_ms=(time.perf_counter() - t0) * 1000),
+            usage={}, standalone_question=None, notes=(),
+        )
 
     # --- input and mode --------------------------------------------------------------------
     def _validate(self, question: str) -> str:
@@ -204,11 +230,13 @@ class Answerer:
             return self._check
 
     # --- follow-up questions ---------------------------------------------------------------
-    def _standalone(self, question: str, history: list[dict] | None, mode: str) -> str | None:
+    def _standalone(self, question: str, history: list[dict] | None, mode: str,
+                    lang: str | None = None) -> str | None:
         """A self-contained version of a follow-up question, or None without history."""
         turns = [m for m in history or [] if m.get("role") in ("user", "assistant")
                  and str(m.get("content") or "").strip()]
-        if not turns:
+        if not turns or not refers_back(question, lang):
+            # A new question, however short, is asked as it is (finding 14 of issue 10).
             return None
         if mode == "generate" and self.chat_model is not None:
             messages = prompts.condense_messages(prompts.render_history(turns), question,
@@ -227,16 +255,18 @@ class Answerer:
     def _extractive(self, question: str, asked: str, lang: str, retrieved: tuple[Retrieved, ...],
                     standalone: str | None, notes: list[str], t0: float,
                     retrieve_ms: float) -> Answer:
-        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang)
-        decision = cite.extractive_refusal(selection)
+        analysis = analyse(asked, lang)
+        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang,
+                                         analysis=analysis)
+        decision = refusal.decide(selection, analysis, model=self.refusal_model,
+                                  matcher=self.name_matcher)
         if decision.refuse:
             logger.info("extractive refusal: %s", "; ".join(decision.reasons))
             text = prompts.phrase("refusal", lang, self.settings)
             citations: tuple[Citation, ...] = ()
         else:
             shown = pick_extractive(selection, self.settings.evidence_sentences,
-                                    decision.typed_evidence or decision.role_evidence,
-                                    only=decision.role_evidence)
+                                    decision.typed_evidence)
             lead = prompts.phrase("extractive_lead_in", lang, self.settings)
             lines = [f"{ev.sentence.text} [{i}]" for i, ev in enumerate(shown, start=1)]
             text = lead + "\n" + "\n".join(lines)
@@ -257,7 +287,8 @@ class Answerer:
                   retrieve_ms: float) -> Iterator[AnswerEvent]:
         model = self.chat_model
         assert model is not None
-        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang)
+        selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang,
+                                         analysis=analyse(asked, lang))
         evidence = selection.evidence
         timings = dict(retrieve_ms=retrieve_ms, first_token_ms=None)
         if not evidence:
@@ -316,7 +347,7 @@ class Answerer:
 
 
 def pick_extractive(selection: Selection, max_sentences: int,
-                    first_choice: Sequence[int] = (), only: Sequence[int] = ()) -> list[Evidence]:
+                    first_choice: Sequence[int] = ()) -> list[Evidence]:
     """The evidence to quote: the best sentence (or the best one in `first_choice`: holding the
     asked-for kind of answer, e.g. a number for "how many", or the asked-about role), then the
     next best while they score close to it and fit the length budget. With `only` (the
@@ -335,8 +366,9 @@ def pick_extractive(selection: Selection, max_sentences: int,
     shown = [first]
     used = len(first.sentence.text)
     top = evidence[0].score
-    _, all_types = asked_types(selection.question)
-    across = asks_across_articles(selection.question)
+    analysis = selection.analysis or analyse(selection.question, selection.lang or "en")
+    all_types = analysis.all_answer_types
+    across = analysis.across_articles
     keys, names = key_terms(selection) if across else ([], [])
 
     def fits(ev: Evidence) -> bool:
@@ -363,7 +395,7 @@ def pick_extractive(selection: Selection, max_sentences: int,
             continue
         same_article = ev.sentence.source in {s.sentence.source for s in shown}
         margin = EXTRACTIVE_MARGIN if same_article else EXTRACTIVE_OTHER_MARGIN
-        close = top - ev.score <= margin and (not only or ev.n in only)
+        close = top - ev.score <= margin
         # A later part of the question ("... and when?") may be answered by a lower sentence.
         fills_type = any(satisfies(t, ev.sentence.text) and
                          not any(satisfies(t, s.sentence.text) for s in shown)
@@ -386,7 +418,8 @@ def key_terms(selection: Selection) -> tuple[list[Term], list[frozenset[str]]]:
         terms.setdefault(c.sentence.source, set()).update(term_set(c.sentence.text, lang))
         names.setdefault(c.sentence.source, set()).update(name_keys(c.sentence.text, lang))
     half = len(terms) / 2
-    asked = [n.keys for n in cite.analyse_question(selection.question, selection.lang).names]
+    analysis = selection.analysis or analyse(selection.question, selection.lang or "en")
+    asked = [n.keys for n in analysis.names]
     # A name is rarer than a word: any name that some but not all articles mention is key.
     key_names = [n for n in asked
                  if 0 < sum(not n.isdisjoint(k) for k in names.values()) < len(names)]
@@ -413,23 +446,15 @@ def _candidates(selection: Selection, limit: int = 30) -> Iterator[Evidence]:
         yield as_evidence(0, c, selection.sentences)
 
 
-_ANAPHORIC = re.compile(
-    r"\b(he|she|it|they|him|her|them|his|its|their|that|this|there|those|these|тој|таа|тоа|"
-    r"тие|него|неа|нив|неговиот|той|тя|то|те|него|нея|тях|неговият|там|on|ona|ono|oni|njega|"
-    r"nju|njih|njegov|tamo|taj|та|він|вона|воно|вони|його|її|їх|там|цей|ця|це)\b",
-    re.IGNORECASE)
-
-
 def condense_heuristic(history: Sequence[dict], question: str) -> str | None:
-    """Without an LLM: a short follow-up or one with pronouns is asked together with the
-    previous user question ("And when?" → "Where did Putin and Kim meet? And when?")."""
+    """Without an LLM, a follow-up that refers back (the caller checked: a pronoun, or an
+    ellipsis such as "And when?") is asked together with the previous user question ("Where did
+    Putin and Kim meet? And when?"): nothing is rewritten, so nothing is invented."""
     previous = next((str(m["content"]).strip() for m in reversed(history)
                      if m.get("role") == "user" and str(m.get("content") or "").strip()), None)
     if not previous or previous == question:
         return None
-    if len(words(question)) <= 6 or _ANAPHORIC.search(question):
-        return f"{previous} {question}"
-    return None
+    return f"{previous} {question}"
 
 
 def _clean_condensed(text: str) -> str:

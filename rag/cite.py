@@ -1,4 +1,4 @@
-"""Citations and refusals: parse [n] markers, check that each cited sentence supports its claim,
+"""Citations: parse [n] markers, check that each cited sentence supports its claim,
 build `Citation` records with exact file spans, and decide when the evidence does not answer.
 
 Generated answers are checked after the fact: the model's markers are parsed (`[2]`, `[1, 3]`,
@@ -7,9 +7,7 @@ compared with the sentence it cites, by e5 similarity and by shared terms (numbe
 A claim whose citation does not hold is re-attributed to the evidence sentence that supports it,
 or left uncited and reported in `unsupported_claims`.
 
-In extractive mode nothing is written, so the question is only whether the evidence answers the
-question at all (`extractive_refusal`): the answer type the question asks for (a number, a date,
-a price...) must be present, and its names and key terms must be covered by the evidence.
+Whether extractive evidence answers the question at all is decided in `rag.refusal`.
 """
 
 from __future__ import annotations
@@ -21,37 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import lang as lang_packs
 from .embed import Embedder
-from .evidence import (
-    QUANTITY,
-    Selection,
-    asked_types,
-    is_calendar_word,
-    is_number,
-    satisfies,
-)
 from .prompts import LANGUAGES, phrase
-from .terms import (
-    QUESTION_WORDS,
-    STOPWORDS,
-    Term,
-    Token,
-    concept_key,
-    concepts_in,
-    content_terms,
-    fold,
-    lexicon,
-    name_keys,
-    name_token_keys,
-    spelling_keys,
-    spelling_terms,
-    stems,
-    term_set,
-    tokens,
-    unify,
-)
+from .terms import Term, fold, spelling_keys, spelling_terms
 from .text import normalize, sentence_spans, words
-from .types import Citation, Evidence, Sentence
+from .types import Citation, Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +77,8 @@ def format_marker(numbers: Sequence[int]) -> str:
 # Refusal detection in a model's reply
 # --------------------------------------------------------------------------------------------
 
-# What small and large models write instead of the exact refusal text.
-_REFUSAL_PATTERNS = re.compile(
-    r"insufficient[_ ]context|\binsufficient\b|not enough (?:information|context)|"
-    r"(?:do not|don't|does not|doesn't) (?:say|mention|contain|state|provide)|"
-    r"no information|not mentioned|cannot be answered|can't be answered|"
-    r"не се казва|не се споменава|няма информация|не се кажува|нема информации|"
-    r"ne navode|ne navodi|nema informacij|не йдеться|немає інформації|не згадується|"
-    r"не вказано|не сказано"
-)
+# What small and large models write instead of the exact refusal text (per-language data).
+_REFUSAL_PATTERNS = lang_packs.pattern("refusal_paraphrases")
 
 
 def is_refusal(text: str) -> bool:
@@ -125,7 +91,8 @@ def is_refusal(text: str) -> bool:
     for lang in LANGUAGES:
         if normalize(phrase("refusal", lang)).rstrip(".") in t:
             return not cited_numbers(text) or len(t) < 2 * len(normalize(phrase("refusal", lang)))
-    return bool(_REFUSAL_PATTERNS.search(t)) and (not cited_numbers(text) or len(t) < 120)
+    paraphrase = bool(_REFUSAL_PATTERNS and _REFUSAL_PATTERNS.search(t))
+    return paraphrase and (not cited_numbers(text) or len(t) < 120)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,307 +258,6 @@ def _attach(body: str, numbers: Sequence[int]) -> str:
     if m:
         return f"{body[: m.start()].rstrip()} {marker}{m.group(1)}"
     return f"{body.rstrip()} {marker}"
-
-
-# --------------------------------------------------------------------------------------------
-# Refusal decision for extractive answers
-# --------------------------------------------------------------------------------------------
-
-# An off-topic question ("How do I bake bread?") still retrieves something; its best sentence
-# then scores low and few of its terms occur in the passages. On the seed questions every
-# answerable one has a best sentence above 0.80 (e5-small cosine).
-OFF_TOPIC_DENSE = 0.80
-OFF_TOPIC_COVERAGE = 0.5
-
-
-@dataclass(frozen=True)
-class RefusalDecision:
-    refuse: bool
-    reasons: tuple[str, ...]  # why (for logs and the benchmark), empty when answering
-    # Evidence (1-based n) that holds the asked-for kind of answer, to show first.
-    typed_evidence: tuple[int, ...] = ()
-    coverage: float = 0.0  # share of the question's terms found in the retrieved passages
-    # Evidence (1-based n) where an asked-about role appears with its country/organisation.
-    role_evidence: tuple[int, ...] = ()
-
-
-# --- what the question asks about -------------------------------------------------------------
-
-# Concept kinds that name something: a question about an entity the articles never mention
-# ("Xi Jinping", "Japan") is not answered by them, however similar its wording.
-_NAMED_KINDS = frozenset({"place", "org", "media"})
-# What qualifies a role ("Russia's ambassador to the UN", "foreign minister"): the role holder
-# asked about is only there when role and qualifiers appear together.
-_QUALIFYING_KINDS = frozenset({"place", "org", "media", "qualifier"})
-# How far (in content terms) a qualifier may stand from its role in the question, and (in
-# tokens) a name from the role in a sentence ("Јона Леф, извршен директор", "директорът на ...
-# служба Ким Кьоу-Хюн").
-_ROLE_SPAN = 3
-_NAME_SPAN = 6
-# How far (in tokens) the number may stand from the counted thing ("5 милиона артилерийски
-# снаряда", "два или три пъти").
-_COUNT_SPAN = 3
-
-# Questions that ask for a person: "who", "which minister", "what is the name of".
-_PERSON_ASK = re.compile(
-    r"\b(?:who|whom|whose|name|named|кой|коя|кого|кој|која|ko|koga|koji|koja|хто|кого|ім'я|"
-    r"име|името|ime|imena)\b|как се казва|како се вика|kako se zove|як звати|як звуть")
-# The word after which a "how many" question names the counted thing.
-_COUNT_WORDS = frozenset({"many", "much", "колко", "колку", "koliko", "koliki", "kolika",
-                          "koliku", "скільки"})
-# A new clause starts at punctuation or at "and"/"и"/"i" before a question word.
-_CLAUSE_PUNCT = re.compile(r"[,;:?!.()–—]")
-_CONJUNCTIONS = frozenset({"and", "и", "і", "i", "та", "а", "але", "but", "ali", "но"})
-_ASK_WORD_TEXT = """how what when who whom which where why какво какви кога колко кой коя кои
-къде што колку кој која каде šta sta kada koliko ko koji koja gde što що коли скільки хто який
-яка які де"""
-_ASK_WORDS = frozenset(_ASK_WORD_TEXT.split())
-_ARTICLE = re.compile(r"^(?:articl|стат[иіт]|člank|članak|članc|напис)")
-
-
-@dataclass(frozen=True)
-class _Name:
-    text: str
-    keys: frozenset[str]
-
-
-@dataclass(frozen=True)
-class _RoleAsk:
-    role: str  # concept id ("ambassador")
-    qualifiers: frozenset[str]  # concepts that must appear with it ("russia", "un")
-    wants_name: bool  # the question asks who holds it
-
-
-@dataclass(frozen=True)
-class _Ask:
-    names: tuple[_Name, ...]
-    roles: tuple[_RoleAsk, ...]
-    counted: tuple[Term, ...]  # the thing a "how many" question counts
-    actions: frozenset[str]  # action concepts of the main ask ("arrive", "pay")
-    question_keys: frozenset[str]  # every key of the question's own words
-
-
-def _clauses(text: str, toks: Sequence[Token]) -> list[int]:
-    """Clause number of every token."""
-    out: list[int] = []
-    clause = 0
-    for i, t in enumerate(toks):
-        if i:
-            gap = text[toks[i - 1].start + len(toks[i - 1].text):t.start]
-            second_ask = (t.norm in _CONJUNCTIONS and i + 1 < len(toks)
-                          and toks[i + 1].norm in _ASK_WORDS)
-            if _CLAUSE_PUNCT.search(gap) or second_ask:
-                clause += 1
-        out.append(clause)
-    return out
-
-
-def _sentence_starts(text: str, toks: Sequence[Token]) -> set[int]:
-    starts = {0}
-    for i in range(1, len(toks)):
-        gap = text[toks[i - 1].start + len(toks[i - 1].text):toks[i].start]
-        if re.search(r"[.!?…:\n]", gap):
-            starts.add(i)
-    return starts
-
-
-def analyse_question(question: str, lang: str | None) -> _Ask:
-    """Names, roles, counted thing and actions of a question (see `extractive_refusal`)."""
-    text = unify(question)
-    toks = tokens(question)
-    lex = lexicon()
-    matches = lex.find(toks, lang)
-    in_concept = {i: m for m in matches for i in range(m.start, m.end)}
-    clause = _clauses(text, toks)
-    starts = _sentence_starts(text, toks)
-    terms = content_terms(question, lang, unique=False)  # every mention, at its position
-
-    # Names: named-entity concepts, and runs of other capitalised words (not a sentence's first
-    # word, not a stopword, month or weekday).
-    names: list[_Name] = []
-    for m in matches:
-        # "the Serbian article" names the source, not something the articles must mention.
-        source = m.end < len(toks) and _ARTICLE.match(toks[m.end].norm)
-        if lex.kind(m.concept) in _NAMED_KINDS and not source:
-            names.append(_Name(" ".join(t.text for t in toks[m.start:m.end]),
-                               frozenset({concept_key(m.concept)})))
-    run: list[Token] = []
-    for i, t in enumerate([*toks, None]):
-        capital = (t is not None and i not in in_concept and i not in starts
-                   and t.text[:1].isupper() and t.norm not in STOPWORDS
-                   and t.norm not in QUESTION_WORDS and not is_calendar_word(t.norm))
-        if capital:
-            run.append(t)
-            continue
-        useful = [r for r in run if len(r.norm) >= 3 or r.text.isupper()]
-        if useful:
-            names.append(_Name(" ".join(r.text for r in run),
-                               frozenset().union(*(name_token_keys(r.norm) for r in useful))))
-        run = []
-
-    # Roles and their qualifiers, within one clause and a few content terms of each other.
-    wants_person = bool(_PERSON_ASK.search(normalize(question)))
-    term_clause = [clause[t.position] if t.position < len(clause) else 0 for t in terms]
-    roles: list[_RoleAsk] = []
-    for i, t in enumerate(terms):
-        if t.kind != "role" or t.concept is None:
-            continue
-        quals = frozenset(
-            o.concept for j, o in enumerate(terms)
-            if o.concept and o.kind in _QUALIFYING_KINDS and term_clause[j] == term_clause[i]
-            and 0 < abs(j - i) <= _ROLE_SPAN)
-        roles.append(_RoleAsk(t.concept, quals, wants_person))
-
-    # The counted thing: the first two content terms after "how many", in the same clause.
-    counted: list[Term] = []
-    trigger = next((i for i, t in enumerate(toks) if t.norm in _COUNT_WORDS), None)
-    main_clause = clause[trigger] if trigger is not None else 0
-    if trigger is not None:
-        counted = [t for t, c in zip(terms, term_clause, strict=True)
-                   if t.position > trigger and c == main_clause][:2]
-    actions = frozenset(t.concept for t, c in zip(terms, term_clause, strict=True)
-                        if t.kind == "action" and t.concept and c == main_clause)
-    qkeys = frozenset().union(*(t.keys for t in terms)) if terms else frozenset()
-    return _Ask(tuple(names), tuple(roles), tuple(counted), actions, qkeys)
-
-
-# --- checks against the evidence --------------------------------------------------------------
-
-
-def _mentions(term: Term, toks: Sequence[Token], matches: Sequence) -> list[int]:
-    """Token indices where `term` occurs in a sentence."""
-    if term.concept is not None:
-        hits = [i for m in matches if m.concept == term.concept for i in range(m.start, m.end)]
-        if hits:
-            return hits
-    return [i for i, t in enumerate(toks) if not term.keys.isdisjoint(stems(t.norm))]
-
-
-def _counted_near_number(ask: _Ask, text: str, lang: str | None) -> bool:
-    """Whether a number in `text` counts the thing asked about: every counted term is in the
-    text and one of them stands within a few tokens of a number."""
-    if not ask.counted:
-        return True
-    toks = tokens(text)
-    matches = lexicon().find(toks, lang)
-    numbers = [i for i, t in enumerate(toks) if is_number(t.norm)]
-    near = False
-    for term in ask.counted:
-        where = _mentions(term, toks, matches)
-        if not where:
-            return False
-        near = near or any(abs(i - n) <= _COUNT_SPAN for i in where for n in numbers)
-    return near
-
-
-def _answers_type(answer_type: str, ev: Evidence, ask: _Ask) -> bool:
-    """Evidence answers the asked kind when it holds that kind (a number, a date, ...), the
-    question's actions ("arrive", "pay") are in it, and for "how many" the number counts the
-    thing asked about."""
-    text = _evidence_text(ev)
-    if not satisfies(answer_type, text):
-        return False
-    lang = ev.sentence.language or None
-    if not ask.actions <= concepts_in(text, lang):
-        return False
-    if answer_type == QUANTITY:
-        # The number must be in the sentence itself, next to the counted thing.
-        return _counted_near_number(ask, ev.sentence.text, lang)
-    return True
-
-
-def _named_near_role(text: str, lang: str | None, role: str,
-                     question_keys: frozenset[str]) -> bool:
-    """Whether a person's name stands near a mention of `role` in one sentence: a capitalised
-    word that is not the sentence's first, not a lexicon concept and not a word of the
-    question."""
-    toks = tokens(text)
-    matches = lexicon().find(toks, lang)
-    in_concept = {i for m in matches for i in range(m.start, m.end)}
-    positions = [m.start for m in matches if m.concept == role]
-    for p in positions:
-        for i in range(max(0, p - _NAME_SPAN), min(len(toks), p + _NAME_SPAN + 1)):
-            t = toks[i]
-            if (i == 0 or i in in_concept or not t.text[:1].isupper() or t.norm in STOPWORDS
-                    or is_calendar_word(t.norm) or not question_keys.isdisjoint(stems(t.norm))):
-                continue
-            return True
-    return False
-
-
-def _role_present(req: _RoleAsk, sentence: Sentence, ask: _Ask) -> bool:
-    lang = sentence.language or None
-    have = concepts_in(sentence.text, lang)
-    if req.role not in have or not req.qualifiers <= have:
-        return False
-    return not req.wants_name or _named_near_role(sentence.text, lang, req.role,
-                                                  ask.question_keys)
-
-
-def term_coverage(selection: Selection) -> float:
-    """Share of the question's content terms present (by spelling key or lexicon concept) in
-    the retrieved passages."""
-    if not selection.terms:
-        return 1.0
-    have: set[str] = set()
-    for c in selection.ranked:
-        have |= term_set(c.sentence.text, c.sentence.language or None)
-    return sum(t.found_in(have) for t in selection.terms) / len(selection.terms)
-
-
-def extractive_refusal(selection: Selection) -> RefusalDecision:
-    """Decide whether the selected evidence answers the question (no LLM involved).
-
-    A plain similarity cut-off cannot tell "on topic" from "answers it" (an off-topic question
-    scored 0.763, an answerable one 0.774), so the decision checks that what the question asks
-    about is covered by the evidence, across languages (names by spelling, common news terms
-    by the lexicon in rag/data/lexicon.json):
-    1. names: every name and named entity of the question (people, countries, organisations)
-       occurs in the retrieved passages;
-    2. roles: an asked-about role appears in one sentence together with the country,
-       organisation or qualifier the question attaches to it ("Russia's ambassador to the UN",
-       "foreign minister"), and with a person's name next to it when the question asks who;
-    3. the kind of answer asked first ("how many", "when", "what date", "how much did it cost",
-       "what range") is in one of the evidence sentences, together with the question's actions
-       ("arrive", "pay"); for "how many" the number stands next to the thing counted;
-    4. a question whose best sentence scores low AND whose terms mostly do not occur in the
-       retrieved passages is off-topic.
-    Word-level e5 similarity was tried for covering terms across languages and rejected: single
-    words score 0.82-0.86 against anything ("banana" 0.856 against this news corpus).
-    """
-    if not selection.evidence:
-        return RefusalDecision(True, ("no evidence",))
-    reasons: list[str] = []
-    ask = analyse_question(selection.question, selection.lang)
-
-    have: set[str] = set()
-    for c in selection.ranked:
-        have |= name_keys(c.sentence.text, c.sentence.language or None)
-    for name in ask.names:
-        if name.keys.isdisjoint(have):
-            reasons.append(f"{name.text!r} is not in the articles")
-
-    role_hits: list[int] = []
-    for req in ask.roles:
-        if not any(_role_present(req, c.sentence, ask) for c in selection.ranked):
-            what = " + ".join([req.role, *sorted(req.qualifiers)])
-            reasons.append(f"no sentence with {what}" + (" and a name" if req.wants_name else ""))
-        role_hits += [ev.n for ev in selection.evidence if _role_present(req, ev.sentence, ask)]
-
-    main, _ = asked_types(selection.question)
-    typed: list[int] = []
-    for t in main:
-        hits = [ev.n for ev in selection.evidence if _answers_type(t, ev, ask)]
-        if not hits:
-            reasons.append(f"no {t} in the evidence")
-        typed.extend(h for h in hits if h not in typed)
-
-    coverage = term_coverage(selection)
-    best = max(c.dense for c in selection.ranked)
-    if best < OFF_TOPIC_DENSE and coverage < OFF_TOPIC_COVERAGE:
-        reasons.append(f"off-topic (best sentence {best:.3f}, term coverage {coverage:.2f})")
-    return RefusalDecision(bool(reasons), tuple(reasons), tuple(typed), coverage,
-                           tuple(dict.fromkeys(role_hits)))
 
 
 def fold_text(text: str) -> str:

@@ -6,8 +6,8 @@ question with the multilingual e5 embedder plus a lexical signal that works acro
 scripts, and the best few become numbered `Evidence`, with a neighbouring sentence attached when
 the sentence cannot stand on its own, and near-duplicates from other articles dropped.
 
-Terms (what counts as the same word across languages and scripts) come from `rag.terms`; `rag.cite`
-uses the same notion of "term" for support checks and for the refusal decision.
+Terms (what counts as the same word across languages and scripts) come from `rag.terms`; the
+question is analysed once (`rag.question.QuestionAnalysis`) and the analysis is passed in.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import lang as lang_packs
 from .embed import Embedder
+from .lang import DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
 from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older callers)
     STEM_CHARS,
     Term,
@@ -32,8 +35,11 @@ from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older ca
     stems,
     term_set,
 )
-from .text import normalize, sentence_spans, words
+from .text import STOPWORDS, normalize, sentence_spans, words
 from .types import Chunk, Evidence, Retrieved, Sentence
+
+if TYPE_CHECKING:
+    from .question import QuestionAnalysis
 
 logger = logging.getLogger(__name__)
 
@@ -41,85 +47,56 @@ logger = logging.getLogger(__name__)
 # What kind of answer a question asks for
 # --------------------------------------------------------------------------------------------
 
-# Each answer type: the question phrases that ask for it (regexes over normalised text, all five
-# languages) and a test for text that could answer it. A "how many" question whose evidence holds
-# no number, or a "when" question whose evidence names no time, is not answered by it.
-QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME = "quantity", "money", "measure", "date", "year", "time"
+# Each answer type: the question phrases that ask for it (per-language cues in rag/lang/) and a
+# test for text that could answer it. A "how many" question whose evidence holds no number, or a
+# "when" question whose evidence names no time, is not answered by it.
+# PERSON ("who") is asked for too, but tested by the refusal module (a name near the role).
+_TYPES = tuple(t for t in lang_packs.ANSWER_TYPES if t != PERSON)
 
-_ASKS: dict[str, re.Pattern[str]] = {
-    QUANTITY: re.compile(
-        r"\bhow (?:many|much)\b|\bколко\b|\bколку\b|\bkoli(?:ko|ki|ka|ku)\b|\bскільки\b|"
-        r"\bwhat number\b"),
-    MONEY: re.compile(
-        r"\b(?:pay|paid|pays|cost|costs|price|prices|платил\w*|плати\w*|плате\w*|заплат\w*|"
-        r"сплат\w*|plati\w*|platio|plaća\w*|cen[aeu]|цена|цената|ціна|ціну|вартість|струва\w*|"
-        r"чини|košta\w*|kошта\w*|чини)\b"),
-    MEASURE: re.compile(
-        r"\b(?:range|distance|domet\w*|домет\w*|дальн\w*|далекобійн\w*|обхват\w*|далечин\w*|"
-        r"досег\w*|weight|тежин\w*|težin\w*|вага|вагу|speed|брзин\w*|brzin\w*|швидк\w*|"
-        r"скорост\w*)\b"),
-    DATE: re.compile(
-        r"\b(?:what|which) (?:date|day)\b|\bдата\b|\bдатата\b|\bdatum\w*|\bдатум\w*|"
-        r"\bякого (?:числа|дня)\b|\bкой ден\b|\bкој ден\b|\bkog dana\b"),
-    # "Which year" is answered by a year only: "2 January" does not say since which year.
-    YEAR: re.compile(
-        r"\b(?:what|which) year\b|\b(?:коя|која|koje|koja|kojoj|якого|якому|котрого) "
-        r"(?:година|godine|godina|godini|року|році)\b"),
-    TIME: re.compile(
-        r"\bwhen\b|\b(?:what|which) month\b|\bкога\b|\bkada\b|\bколи\b|\bвідколи\b|"
-        r"\bоткога\b|\bод кога\b|\bod kada\b|\b(?:кой|кој|koji|kog|якого|котрого) "
-        r"(?:месец|mesec\w*|місяця)\b"),
-}
 
-_MONTH_ALT = (
-    r"january|february|march|april|may|june|july|august|september|october|november|"
-    r"december|януари|февруари|март|април|май|юни|юли|август|септември|октомври|ноември|"
-    r"декември|јануари|мај|јуни|јули|januar\w*|februar\w*|mart\w*|april\w*|maj\w*|jun[aeu]?|"
-    r"jul[aeu]?|avgust\w*|septemb\w*|oktob\w*|novemb\w*|decemb\w*|січ\w+|лют\w+|берез\w+|"
-    r"квіт\w+|травн\w+|травень|черв\w+|лип\w+|серп\w+|верес\w+|жовт\w+|листопад\w*|"
-    r"груд\w+")
-_MONTHS = re.compile(rf"\b(?:{_MONTH_ALT})\b")
-_WEEKDAYS = re.compile(
-    r"\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|понеделник|вторник|сряда|"
-    r"четвъртък|петък|събота|неделя|среда|четврток|петок|сабота|недела|ponedelj\w*|utor\w*|"
-    r"sred\w*|četvrt\w*|petak|petk\w*|subot\w*|nedelj\w*|понеділ\w*|вівтор\w*|середу|"
-    r"четвер\w*|п'ятниц\w*|субот\w*|неділ\w*)\b")
+def _asks(answer_type: str) -> re.Pattern[str] | None:
+    return lang_packs.pattern(f"type:{answer_type}")
+
+
+def _alternation(name: str) -> str:
+    rx = lang_packs.pattern(name)
+    return rx.pattern if rx is not None else "(?!)"
+
+
+_MONTHS = re.compile(_alternation("months"))
+_WEEKDAYS = re.compile(_alternation("weekdays"))
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
-_DAY_MONTH = re.compile(rf"\b\d{{1,2}}\.?\s+(?:{_MONTH_ALT})\b|\b\d{{1,2}}\.\d{{1,2}}\.")
-_NUMBER_WORDS = re.compile(
-    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-    r"fifty|hundreds?|thousands?|millions?|billions?|dozens?|един|една|едно|два|две|три|четири|"
-    r"пет|шест|седем|седум|осем|осум|девет|десет|десетки|стотици|хиляди|илјади|милион\w*|"
-    r"милиард\w*|jedan|jedna|dva|dve|tri|četiri|pet|šest|sedam|osam|devet|deset|desetine|"
-    r"stotine|hiljad\w*|milion\w*|milijard\w*|один|одна|дві|чотири|п'ять|шість|сім|вісім|"
-    r"дев'ять|десять|десятки|сотні|тисяч\w*|мільйон\w*|мільярд\w*)\b")
+_DAY_MONTH = re.compile(rf"\b\d{{1,2}}\.?\s+{_alternation('months')}|\b\d{{1,2}}\.\d{{1,2}}\.")
+_NUMBER_WORDS = re.compile(_alternation("number_words"))
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)?")
-_CURRENCY = re.compile(
-    r"[$€£₽₴]|\b(?:usd|eur|dollars?|долар\w*|dolar\w*|евро|euro\w*|євро|рубл\w*|rubl\w*|"
-    r"гривн\w*|won|вон[аи]?)\b")
-_UNITS = re.compile(
-    r"\b(?:km|км|kilomet\w*|километ\w*|кілометр\w*|miles?|мил[ьяі]\w*|metr\w*|meter\w*|"
-    r"метр\w*|метар\w*|tons?|тон\w*|tonn?\w*|kg|кг)\b")
-
-
-# Questions about the articles themselves ("Which articles cite ...?", "Across the articles,
-# ..."): the answer should quote each article that says it, not only the best one.
-_ACROSS_ARTICLES = re.compile(
-    r"\b(?:which|what|both|across(?: the)?|all(?: of)?(?: the)?) articles\b|\bкои(?:те)? статии\b|"
-    r"\b(?:в|во|во сите|в кои|во кои) статии(?:те)?\b|\bkoji(?:m)? član(?:ci|cima)\b|"
-    r"\bu (?:kojim|svim) člancima\b|\bякі статті\b|\bв (?:яких|усіх) статтях\b|"
-    r"\bстатті\b.*\bзгаду")
+# Currency signs are the same in every language; currency names are per-language data.
+_CURRENCY = re.compile(r"[$€£₽₴]|" + _alternation("currencies"))
+_UNITS = re.compile(_alternation("units"))
 
 
 def asks_across_articles(question: str) -> bool:
-    return bool(_ACROSS_ARTICLES.search(normalize(question)))
+    """A question about the articles themselves ("Which articles cite ...?", "Across the
+    articles, ...", "У всіх статтях ..."): the answer should quote each article that says it,
+    not only the best one. An article word preceded (over function words only) by a question
+    word or a word such as "all"/"both"."""
+    toks = words(question)
+    asks = lang_packs.words("ask_words") | lang_packs.words("all_words")
+    for i, w in enumerate(toks):
+        if not lang_packs.matches("article_words", w):
+            continue
+        j = i - 1
+        while j >= 0 and i - j <= 3:
+            if toks[j] in asks:
+                return True
+            if toks[j] not in STOPWORDS:
+                break
+            j -= 1
+    return False
 
 
 # Where a second question starts: ", and how many ...", " и какво ...", " i kada ...", " і що ...".
 _SECOND_ASK = re.compile(
-    r",?\s+(?:and|и|і|i|та|а)\s+(?=(?:how|what|when|who|which|where|why|какво|какви|кога|колко|"
-    r"кой|коя|кои|къде|што|кога|колку|кој|која|каде|šta|sta|kada|koliko|ko|koji|koja|gde|що|"
-    r"коли|скільки|хто|який|яка|які|де)\b)")
+    r",?\s+" + _alternation("conjunctions") + r"\s+(?=" + _alternation("ask_words") + ")")
 
 
 def asked_types(question: str) -> tuple[list[str], list[str]]:
@@ -128,7 +105,7 @@ def asked_types(question: str) -> tuple[list[str], list[str]]:
     comes first."""
     q = normalize(question)
     cut = m.start() if (m := _SECOND_ASK.search(q)) else len(q)
-    found = sorted((m.start(), t) for t, rx in _ASKS.items() if (m := rx.search(q)))
+    found = sorted((m.start(), t) for t in _TYPES if (rx := _asks(t)) and (m := rx.search(q)))
     return [t for at, t in found if at < cut], [t for _, t in found]
 
 
@@ -174,16 +151,9 @@ def satisfies(answer_type: str, text: str) -> bool:
 # Sentences of retrieved chunks
 # --------------------------------------------------------------------------------------------
 
-# A sentence that starts like this leans on the one before ("He said ...", "Тој ...").
-_ANAPHORA_TEXT = """
-he she it they this that these those his her its their him them there such also however but
-he's it's
-тој таа тоа тие овој оваа ова овие неговиот нејзиниот нивниот истиот но
-той тя то те този тази това тези неговият нейният техният но също
-on ona ono oni one ovaj ova ovo ovi njegov njen njihov taj ta to ti ali takođe
-він вона воно вони цей ця це ці його її їхній але також той та те
-"""
-_ANAPHORA = frozenset(_ANAPHORA_TEXT.split())
+# A sentence that starts with a pronoun or connective leans on the one before ("He said ...",
+# "Тој ..."): per-language data.
+_ANAPHORA = lang_packs.words("anaphora")
 # Sentences shorter than this rarely say anything alone (headings, "Ким рече:").
 _SHORT_CHARS = 40
 
@@ -255,6 +225,7 @@ class Selection:
     sentences: tuple[Sentence, ...] = field(default=(), repr=False)  # split order
     question_vector: np.ndarray | None = field(default=None, repr=False, compare=False)
     lang: str | None = None  # the question's language, when known
+    analysis: QuestionAnalysis | None = field(default=None, repr=False, compare=False)
 
 
 class _LRU:
@@ -354,17 +325,17 @@ class EvidenceSelector:
 
     # --- ranking ---------------------------------------------------------------------------
     def rank(self, question: str, retrieved: Sequence[Retrieved],
-             lang: str | None = None) -> Selection:
+             lang: str | None = None, analysis: QuestionAnalysis | None = None) -> Selection:
         """Score every sentence of the retrieved chunks; `evidence` is left empty.
 
         score = e5 cosine + lexical_weight × term match + rank_weight × passage prior
                 + type_weight × holds the asked-for kind of answer.
         """
         sentences = split_sentences(retrieved)
-        terms = tuple(content_terms(question, lang))
+        terms = analysis.terms if analysis is not None else tuple(content_terms(question, lang))
         qv = self.question_vector(question)
         if not sentences:
-            return Selection(question, terms, (), (), (), qv, lang)
+            return Selection(question, terms, (), (), (), qv, lang, analysis)
         sv = self.sentence_vectors(sentences)
         dense = sv @ qv
         # A sentence that leans on the one before ("He added that ...") is matched together
@@ -377,7 +348,7 @@ class EvidenceSelector:
         depth = max(ranks.values())
         prior = [1.0 - (ranks[s.chunk_id] - 1) / depth for s in sentences]
         # "How many ...?" is answered by a sentence with a number, "when?" by one with a date.
-        main, _ = asked_types(question)
+        main = list(analysis.answer_types) if analysis is not None else asked_types(question)[0]
         typed = [sum(satisfies(t, x) for t in main) / len(main) if main else 0.0 for x in texts]
         scored = [
             Scored(s, float(d), float(x),
@@ -387,18 +358,18 @@ class EvidenceSelector:
                 zip(sentences, dense, lexical, prior, typed, strict=True))
         ]
         ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
-        return Selection(question, terms, ranked, (), tuple(sentences), qv, lang)
+        return Selection(question, terms, ranked, (), tuple(sentences), qv, lang, analysis)
 
     def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6,
-               lang: str | None = None) -> Selection:
+               lang: str | None = None, analysis: QuestionAnalysis | None = None) -> Selection:
         """Rank, then keep the best `k` sentences (de-duplicated) as numbered evidence."""
-        sel = self.rank(question, retrieved, lang)
+        sel = self.rank(question, retrieved, lang, analysis)
         chosen = self._dedupe(sel.ranked, k)
         evidence = tuple(
             as_evidence(n, c, sel.sentences) for n, c in enumerate(chosen, start=1)
         )
         return Selection(sel.question, sel.terms, sel.ranked, evidence, sel.sentences,
-                         sel.question_vector, lang)
+                         sel.question_vector, lang, analysis)
 
     def _dedupe(self, ranked: Sequence[Scored], k: int) -> list[Scored]:
         """The best `k` candidates, skipping one that repeats an already chosen sentence: the

@@ -8,9 +8,9 @@ Bosnian: the Serbian pack lists all three, and the raw guess is kept next to the
 A question is short, so the closed set matters: it is identified among the languages answers
 are given in plus the languages of the indexed articles (`detect_question`), never among every
 language lingua knows; and a function or question word that only one of those languages has
-("кой", "кој", "хто") decides before lingua's letter statistics do. Between a language answers are given in and an article-only language
-(Bulgarian and Russian share most short words), the former wins unless lingua is clearly surer
-of the latter.
+("кой", "кој", "хто") decides before lingua's letter statistics do. Between a language answers
+are given in and an article-only language (Bulgarian and Russian share most short words), the
+former wins unless lingua is clearly surer of the latter.
 """
 
 from __future__ import annotations

@@ -1,32 +1,25 @@
-"""Terms that match across the corpus' languages and scripts.
+"""Terms that match across the corpus' languages and scripts, by spelling alone.
 
-A question in English about a Bulgarian article shares few letters with it. Two things bridge
-that gap, and evidence selection (`rag.evidence`) and the refusal rules (`rag.cite`) use both:
-
-- names: one spelling key per word, built on the script-neutral key that BM25 uses
-  (`rag.text.latin_key`), plus the English spellings of the same sounds, so that
-  Шойгу/Šojgu/Shoigu, Харків/Kharkiv and Кирби/Kirby meet (`fold`, `stems`), and a consonant
-  skeleton for capitalised words, so that Кърби/Kirby and Харков/Kharkiv meet (`name_keys`);
-- common words: a lexicon (`rag/data/lexicon.json`) of frequent NEWS-DOMAIN terms (countries,
-  capitals, organisations, news agencies, roles such as minister or ambassador, weapons,
-  sanctions, talks, ...) in en/bg/mk/sr/uk, each mapped to one concept key ("#minister").
-  It is tuned to international-politics news; other words fall back to spelling keys.
+A question in English about a Bulgarian article shares few letters with it. What spelling can
+bridge is names, numbers and shared (Slavic or international) roots: one spelling key per word,
+built on the script-neutral key that BM25 uses (`rag.text.latin_key`), plus the English spellings
+of the same sounds, so that Шойгу/Šojgu/Shoigu, Харків/Kharkiv and Кирби/Kirby meet (`fold`,
+`stems`), and a consonant skeleton for capitalised words, so that Кърби/Kirby and Харков/Kharkiv
+meet (`name_keys`). There is no topic lexicon: concepts that are spelled differently in each
+language (weapon/оръжие) are left to the multilingual embedder (`rag.evidence`, `rag.refusal`).
+Only closed-class words (function and question words) are listed, per language, in rag/lang/.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from .text import BM25_STOPWORDS, latin_key, serbian_to_cyrillic
-
-LEXICON_FILE = Path(__file__).resolve().parent / "data" / "lexicon.json"
-LEXICON_LANGUAGES = ("en", "bg", "mk", "sr", "uk")
+from . import lang as lang_packs
+from .text import BM25_STOPWORDS, latin_key
 
 # --------------------------------------------------------------------------------------------
 # Tokens
@@ -62,6 +55,9 @@ _DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
 # j/y/й/ј/і all become "i" so that Shoigu (English) meets Шойгу → "sojgu".
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
 _DOUBLE = re.compile(r"(.)\1+")
+# A glide between vowels is written in Slavic spellings and not in English ones: Корея → koreja
+# / Korea, Русия → rusija / Russia.
+_GLIDE = re.compile(r"(?<=[aeiou])i(?=[aeiou])")
 _VOWELS = re.compile(r"[aeiou]")
 _NUMBER = re.compile(r"^\d+([.,]\d+)?$")
 
@@ -76,7 +72,7 @@ def fold(word: str) -> str:
     w = latin_key(word)
     for a, b in _DIGRAPHS:
         w = w.replace(a, b)
-    return _DOUBLE.sub(r"\1", w.translate(_LETTERS))
+    return _GLIDE.sub("", _DOUBLE.sub(r"\1", w.translate(_LETTERS)))
 
 
 def stem(word: str) -> str:
@@ -109,167 +105,23 @@ def skeleton(word: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Lexicon
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Form:
-    parts: tuple[str, ...]
-    prefix: tuple[bool, ...]  # part ends with "*": any ending
-    caps: tuple[bool, ...]  # part written in capitals: must appear in capitals
-    concept: str
-
-    def matches(self, toks: Sequence[Token], i: int) -> bool:
-        if i + len(self.parts) > len(toks):
-            return False
-        for j, (part, pre, caps) in enumerate(zip(self.parts, self.prefix, self.caps,
-                                                  strict=True)):
-            tok = toks[i + j]
-            if caps:
-                if tok.text != part:
-                    return False
-            elif not (tok.norm == part or (pre and tok.norm.startswith(part))):
-                return False
-        return True
-
-
-def _parse_form(form: str, concept: str) -> _Form:
-    raw = re.findall(r"[\w']+\*?", form)
-    parts = tuple(p.rstrip("*") for p in raw)
-    caps = tuple(p.isupper() and len(p) > 0 for p in parts)
-    return _Form(tuple(p if c else p.casefold() for p, c in zip(parts, caps, strict=True)),
-                 tuple(p.endswith("*") for p in raw), caps, concept)
-
-
-@dataclass(frozen=True)
-class Match:
-    start: int  # token index
-    end: int  # exclusive
-    concept: str
-
-
-class Lexicon:
-    """Concepts and their forms per language; `find` marks concept mentions in tokens."""
-
-    def __init__(self, concepts: dict[str, dict]):
-        self.kinds: dict[str, str] = {}
-        self.broader: dict[str, tuple[str, ...]] = {}
-        self._index: dict[str, dict[str, list[_Form]]] = {lang: {} for lang in LEXICON_LANGUAGES}
-        for cid, entry in concepts.items():
-            self.kinds[cid] = entry["kind"]
-            self.broader[cid] = tuple(entry.get("broader", ()))
-            for lang in LEXICON_LANGUAGES:
-                forms = list(entry.get(lang, ()))
-                if lang == "sr":  # Serbian is also written in Cyrillic
-                    forms += [_sr_cyrillic(f) for f in forms]
-                for f in forms:
-                    form = _parse_form(f, cid)
-                    if form.parts and form.parts[0]:
-                        self._index[lang].setdefault(form.parts[0][:1].casefold(), []).append(form)
-        for table in self._index.values():
-            for forms in table.values():
-                # Longest first: "north korea" before "korea", "ministarstv" before "ministar".
-                forms.sort(key=lambda f: (-len(f.parts), -len(f.parts[0])))
-
-    def languages(self, lang: str | None) -> tuple[str, ...]:
-        """English forms apply everywhere (acronyms and Latin names appear in every language);
-        an unknown language gets every language's forms."""
-        if lang in self._index and lang != "en":
-            return ("en", lang)
-        if lang == "en":
-            return ("en",)
-        return LEXICON_LANGUAGES
-
-    def find(self, toks: Sequence[Token], lang: str | None = None) -> list[Match]:
-        """Non-overlapping concept mentions, longest match first, left to right."""
-        langs = self.languages(lang)
-        out: list[Match] = []
-        i = 0
-        while i < len(toks):
-            best: Match | None = None
-            first = toks[i].norm[:1]
-            for code in langs:
-                for form in self._index[code].get(first, ()):
-                    n = len(form.parts)
-                    if best is not None and n <= best.end - best.start:
-                        continue
-                    if form.matches(toks, i):
-                        best = Match(i, i + n, form.concept)
-            if best is None:
-                i += 1
-            else:
-                out.append(best)
-                i = best.end
-        return out
-
-    def kind(self, concept: str) -> str:
-        return self.kinds.get(concept, "")
-
-    def with_broader(self, concepts: Iterable[str]) -> set[str]:
-        """The concepts and every broader concept they imply (missile → weapon)."""
-        out: set[str] = set()
-        todo = list(concepts)
-        while todo:
-            c = todo.pop()
-            if c not in out:
-                out.add(c)
-                todo.extend(self.broader.get(c, ()))
-        return out
-
-
-def _sr_cyrillic(form: str) -> str:
-    words = re.findall(r"\S+", form)
-    out = []
-    for w in words:
-        cyr = serbian_to_cyrillic(w)
-        out.append(cyr.upper() if w.rstrip("*").isupper() else cyr)
-    return " ".join(out)
-
-
-@functools.cache
-def lexicon(path: Path = LEXICON_FILE) -> Lexicon:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return Lexicon(data["concepts"])
-
-
-def concept_key(concept: str) -> str:
-    return f"#{concept}"
-
-
-# --------------------------------------------------------------------------------------------
 # Question terms and text term sets
 # --------------------------------------------------------------------------------------------
 
-# Words that ask rather than tell: interrogatives, auxiliaries and "the articles" framing, in
-# the five languages. They are never evidence of an answer.
-_QUESTION_WORD_TEXT = """
-according also any article articles between both did does done either exactly kind kinds many
-much name named other others report reported reportedly say said says tell told what whose
-there then than into over under after before since such been being can could should shall may
-might must only just very more most some these those our your you his her him she he we us
-across allegedly roughly approximately
-какво какви какъв каква кое кои коя кой колко кога къде защо според статии статиите статия
-към сега още този тази това тези казва казват
-какво кој која кое кои колку кога каде зошто според статии статиите статија уште сега
-šta sta koji koja koje kojim kog koliko kada gde zašto prema članci članaka članak još sada
-što kakve kakva kakav navode navodi
-хто що який яка яке які якого якої скільки коли де чому згідно статті статтях статей ще зараз
-згадують
-"""
-QUESTION_WORDS = frozenset(_QUESTION_WORD_TEXT.split())
-STOPWORDS = BM25_STOPWORDS | {serbian_to_cyrillic(w) for w in QUESTION_WORDS if w.isascii()}
+# Words that ask rather than tell: interrogatives, auxiliaries and "the articles" framing, per
+# language (rag/lang/). They are never evidence of an answer.
+QUESTION_WORDS = lang_packs.words("question_words")
+STOPWORDS = BM25_STOPWORDS
 
 
 @dataclass(frozen=True)
 class Term:
-    """A content word (or lexicon phrase) of a question and the keys it may match."""
+    """A content word of a question and the keys it may match."""
 
     word: str
     keys: frozenset[str]
-    concept: str | None = None  # lexicon concept id
-    kind: str = ""  # the concept's kind ("role", "place", ...)
     position: int = 0  # token index in the question (for "near" rules)
+    name: bool = False  # written with a capital inside the sentence (a name or acronym)
 
     def found_in(self, key_set: set[str] | frozenset[str]) -> bool:
         return not self.keys.isdisjoint(key_set)
@@ -298,32 +150,16 @@ def spelling_keys(text: str) -> frozenset[str]:
 
 
 def content_terms(text: str, lang: str | None = None, unique: bool = True) -> list[Term]:
-    """The terms of `text` that carry meaning, in order: lexicon concepts ("North Korea" is
-    one term) and other words without stopwords, question words and 1-2 letter words (numbers
-    stay). One Term per key unless `unique` is false (then every mention, at its position)."""
+    """The words of `text` that carry meaning, in order: no stopwords, question words or 1-2
+    letter words (numbers stay). One Term per key unless `unique` is false (then every mention,
+    at its position). `lang` is accepted for callers that know it; spelling keys need no
+    language."""
+    del lang
     toks = tokens(text)
-    lex = lexicon()
-    matches = {m.start: m for m in lex.find(toks, lang)}
     out: list[Term] = []
     seen: set[str] = set()
-    i = 0
-    while i < len(toks):
-        m = matches.get(i)
-        if m is not None:
-            key = concept_key(m.concept)
-            if key not in seen or not unique:
-                seen.add(key)
-                # A one-word concept also keeps its spelling keys: an inflection the lexicon
-                # lacks still matches within one language.
-                extra = stems(toks[i].norm) if m.end - m.start == 1 else set()
-                word = " ".join(t.norm for t in toks[m.start:m.end])
-                out.append(Term(word, frozenset({key} | extra), m.concept, lex.kind(m.concept),
-                                i))
-            i = m.end
-            continue
-        tok = toks[i]
+    for i, tok in enumerate(toks):
         w = tok.norm
-        i += 1
         if w in STOPWORDS or w in QUESTION_WORDS or (len(w) < 3 and not w.isdigit()):
             continue
         s = stem(w)
@@ -332,33 +168,28 @@ def content_terms(text: str, lang: str | None = None, unique: bool = True) -> li
             keys = set(stems(w))
             # A name (capitalised, not the first word) also matches by its consonants:
             # Kirby/Кърби, Kharkiv/Харков.
-            if i > 1 and tok.text[:1].isupper():
+            is_name = i > 0 and (tok.text[:1].isupper() or tok.text.isupper())
+            if is_name:
                 keys |= {k for k in name_token_keys(w) if k.startswith("~")}
-            out.append(Term(w, frozenset(keys), position=i - 1))
+            out.append(Term(w, frozenset(keys), position=i, name=is_name))
     return out
 
 
 @functools.lru_cache(maxsize=50_000)
 def term_set(text: str, lang: str | None = None) -> frozenset[str]:
-    """Keys of every word of `text` and of every lexicon concept in it, broader ones included
-    (cached: the same passages are scored for many questions)."""
+    """Keys of every word of `text`, with the consonant keys of its capitalised words (cached:
+    the same passages are scored for many questions)."""
     toks = tokens(text)
     keys = {k for t in toks if len(t.norm) > 1 or t.norm.isdigit() for k in stems(t.norm)}
     keys |= {k for k in name_keys(text, lang) if k.startswith("~")}
-    lex = lexicon()
-    keys |= {concept_key(c) for c in lex.with_broader(m.concept for m in lex.find(toks, lang))}
     return frozenset(keys)
 
 
 @functools.lru_cache(maxsize=50_000)
-def concepts_in(text: str, lang: str | None = None) -> frozenset[str]:
-    return frozenset(m.concept for m in lexicon().find(tokens(text), lang))
-
-
-@functools.lru_cache(maxsize=50_000)
 def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
-    """Keys of the capitalised words of `text` (stems and consonant skeletons) and of its
-    lexicon concepts: what a name asked about can match."""
+    """Keys of the capitalised words of `text` (stems and consonant skeletons): what a name
+    asked about can match, in any script."""
+    del lang
     keys: set[str] = set()
     for t in tokens(text):
         if t.text[:1].isupper() or t.text[:1].isdigit():
@@ -367,7 +198,6 @@ def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
                 sk = skeleton(r)
                 # Every prefix from 3 consonants: inflection adds endings (Кирбијем → krbm).
                 keys.update("~" + sk[:n] for n in range(3, len(sk) + 1))
-    keys |= {concept_key(c) for c in concepts_in(text, lang)}
     return frozenset(keys)
 
 

@@ -10,6 +10,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from . import lang as lang_packs
+
 # Lower/upper case letters of the scripts in the corpus (Latin incl. Serbian diacritics, Cyrillic
 # incl. Macedonian, Serbian and Ukrainian letters).
 _LOWER = "a-zčćđšžа-яёіїєґјљњћџђѓќѕ"
@@ -24,8 +26,10 @@ _BOUNDARY = re.compile(
 # Three lowercase letters before the capital keep names such as "McDonald" whole.
 _GLUED_WORDS = re.compile(rf"(?<=[{_LOWER}]{{3}})(?=[{_UPPER}][{_LOWER}])")
 _GLUED_PERIOD = re.compile(rf"(?<=[{_LOWER}]{{2}}[.!?])(?=[{_UPPER}][{_LOWER}])")
-# Abbreviations that end with a period but rarely end a sentence.
-_ABBREV = re.compile(r"(?:\b(?:г|гг|ул|т\.е|д-р|проф|mr|mrs|dr|st|vs|tj|npr|itd|сл|др)\.)$", re.I)
+# Abbreviations that end with a period but rarely end a sentence (closed class, per language).
+_ABBREV = re.compile(
+    r"(?:\b(?:" + "|".join(sorted(map(re.escape, lang_packs.words("abbreviations")), key=len,
+                                    reverse=True)) + r")\.)$", re.I)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -98,16 +102,8 @@ def words(text: str) -> list[str]:
 # Kept for callers that stem raw words; lexical retrieval uses `bm25_tokens` below.
 STEM_PREFIX = 6
 
-# Function words of the corpus languages and English; they carry no topic.
-_STOPWORD_TEXT = """
-a an and are as at be by did do does for from had has have how in is it its of on or that the
-their them they this to was were what when where which who whom why will with would about
-и в во на за да се со од до е су је ли не ни що як та і й у з із від це чи
-що ще са по от с със към как какво кои кой коя кога къде защо бил била били
-што кој која каде зошто дали го ја ги му
-i u na za da se sa od do je su li ne ni koji koja koje kako šta sta gde kada zašto
-"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Function words of every language with a pack (rag/lang/): they carry no topic.
+STOPWORDS = lang_packs.words("stopwords")
 
 # --- lexical retrieval (BM25) ------------------------------------------------------------------
 # The articles and the questions are in five languages and three alphabets, and most questions
@@ -125,61 +121,14 @@ _LATIN_KEY = str.maketrans({
     "я": "ja", "č": "c", "ć": "c", "đ": "dj", "š": "s", "ž": "z", "'": "",
 })
 
-# Serbian is written in both alphabets; its Latin→Cyrillic mapping is one-to-one (three
-# digraphs), which is how the Serbian stopwords below are given in both scripts.
-_SR_DIGRAPHS = (("dž", "џ"), ("lj", "љ"), ("nj", "њ"))
-_SR_LETTERS = str.maketrans({
-    "a": "а", "b": "б", "c": "ц", "č": "ч", "ć": "ћ", "d": "д", "đ": "ђ", "e": "е", "f": "ф",
-    "g": "г", "h": "х", "i": "и", "j": "ј", "k": "к", "l": "л", "m": "м", "n": "н", "o": "о",
-    "p": "п", "r": "р", "s": "с", "š": "ш", "t": "т", "u": "у", "v": "в", "z": "з", "ž": "ж",
-})
-
 # Truncation to 5 characters of the key: long enough to keep roots apart, short enough to
 # conflate the inflected forms of one word across languages (Корея/Кореја/Koreje → "korej").
 # Measured on the seed questions, 5 beats 4, 6 and 7 (see benchmarks/results/retrieval.md).
 BM25_PREFIX = 5
 
-# Closed-class words (pronouns, interrogatives, prepositions, conjunctions, auxiliaries) of the
-# corpus languages. In a small corpus these look rare, so BM25 would give them a high IDF and let
-# a question's grammar pull articles written in the question's language. Only closed classes:
-# content words are left to IDF. Serbian "kim" (instrumental of "ko") is left out on purpose:
-# it is spelled like the most frequent name in Korean news.
-_BM25_STOPWORD_TEXT = """
-a an and are as at be been being but by can could did do does for from had has have he her his
-how i if in into is it its me my no not of on or our she so than that the their them then there
-these they this those to us was we were what when where which while who whom whose why will with
-would you your about also
-и в във на за да се с със от до по при към през след пред преди между без под над около чрез
-срещу заради според или но а че ако като когато докато дали ли не ни нито също още вече само е
-са съм си сме сте бил била било били беше бяха ще би бъде това тази този тези то той тя те него
-нея тях им му й го ги ме ми нас вас ви кой коя кое кои какъв каква какво какви как колко кога
-къде защо чий чия чие чии който която което които там тук така нещо някой някои всички всеки
-и во на за да се со од до по при кон низ пред меѓу без под над околу преку против според или но
-а дека ако како кога додека дали ли не ни ниту исто уште веќе само е се сум си сме сте бил била
-било биле беше беа ќе би ова оваа овој овие тоа таа тој тие него неа нив им му ѝ го ги ја ме ми
-нас вас ве кој која кое кои каков каква какво какви колку каде зошто чиј чија чие чии што
-і й та а але або чи що як у в з із зі від до на за по при про під над між без для через після
-перед біля щодо згідно крім не ні ані також ще вже лише тільки є був була було були буде бути
-це цей ця ці той те ті він вона воно вони його її їх їм йому ним нею нами нас вас ми ви хто
-який яка яке які якого якої яких скільки коли де куди чому чий чия чиє чиї цього цьому цим
-цих цією того тому тим тих тією якому яким якій якою чого чим кого кому
-"""
-_SR_BM25_STOPWORD_TEXT = """
-i u na za da se sa s od do po pri ka prema kroz pred posle između bez pod nad oko preko protiv
-ili ali a što jer ako kao kad kada dok li ne ni niti takođe još već samo je su sam si smo ste
-bio bila bilo bili biti će bi ovo ova ovaj ovi to ta taj ti on ona ono oni one njega nje njih
-im mu joj ga ih me mi nas vas ko koji koja koje kojeg kog kome šta sta kakav kakva kakvo kako
-koliko gde zašto čiji čija čije ovog ovom ovim ovih ove ovu tog tom tih te tu kojem kojim kojih
-koju čega čemu čim koga
-"""
-
-
 def serbian_to_cyrillic(text: str) -> str:
-    """Serbian Latin → Serbian Cyrillic (lower case)."""
-    t = text.lower()
-    for lat, cyr in _SR_DIGRAPHS:
-        t = t.replace(lat, cyr)
-    return t.translate(_SR_LETTERS)
+    """Serbian Latin -> Serbian Cyrillic (lower case), with the Serbian pack's table."""
+    return lang_packs.serbian_to_cyrillic(text)
 
 
 def latin_key(word: str) -> str:
@@ -187,13 +136,11 @@ def latin_key(word: str) -> str:
     return word.translate(_LATIN_KEY)
 
 
-_SR_STOP = _SR_BM25_STOPWORD_TEXT.split()
-BM25_STOPWORDS = frozenset(
-    STOPWORDS - {"kim"}
-    | set(_BM25_STOPWORD_TEXT.split())
-    | set(_SR_STOP)
-    | {serbian_to_cyrillic(w) for w in _SR_STOP}
-)
+# Closed-class words (pronouns, interrogatives, prepositions, conjunctions, auxiliaries) of
+# every pack's language. In a small corpus these look rare, so BM25 would give them a high IDF
+# and let a question's grammar pull articles written in the question's language. Only closed
+# classes: content words are left to IDF.
+BM25_STOPWORDS = STOPWORDS
 # A word with inner apostrophes is one word (Ukrainian зв'язки, English don't).
 _BM25_WORD = re.compile(r"\w+(?:'\w+)*", re.UNICODE)
 

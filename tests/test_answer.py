@@ -251,10 +251,34 @@ def test_extractive_condenses_short_follow_up_heuristically(settings, hash_embed
     assert retriever.questions == [a.standalone_question]
 
 
-def test_self_contained_follow_up_is_kept():
-    assert condense_heuristic(HISTORY, "Колко артилерийски снаряда изпрати Северна Корея на "
-                                       "Русия според министъра на отбраната?") is None
+def test_a_new_question_is_not_glued_to_the_previous_one(settings, hash_embedder):
+    """Short, but it does not refer back (finding 14 of issue 10): asked as it is."""
+    retriever = FakeRetriever()
+    a = make(settings, hash_embedder, None, retriever).ask("Кой е Ким Чен Ун?", history=HISTORY,
+                                                            mode="extractive")
+    assert a.standalone_question is None and retriever.questions == ["Кой е Ким Чен Ун?"]
     assert condense_heuristic([], "And him?") is None
+
+
+def test_a_model_condenses_only_a_follow_up_that_refers_back(settings, hash_embedder):
+    model = ScriptedChatModel(["unused"])
+    retriever = FakeRetriever()
+    a = make(settings, hash_embedder, model, retriever).ask(
+        "Колко снаряда изпрати Северна Корея?", history=HISTORY, mode="extractive")
+    assert a.standalone_question is None and not model.calls
+
+
+@pytest.mark.parametrize("question", ["?", "...", "!!! ?"])
+def test_a_question_without_letters_or_digits_gets_a_request_to_rephrase(settings, hash_embedder,
+                                                                        question):
+    retriever = FakeRetriever()
+    a = make(settings, hash_embedder, None, retriever).ask(question, mode="extractive")
+    assert a.answer == phrase("rephrase", "en") and not a.citations
+    assert retriever.questions == []
+    # In the conversation's language when there is one.
+    bg = make(settings, hash_embedder, None, retriever).ask(question, history=HISTORY,
+                                                            mode="extractive")
+    assert bg.answer == phrase("rephrase", "bg") and bg.language == "bg"
 
 
 # --- the note of an extractive fallback -------------------------------------------------------
@@ -356,26 +380,6 @@ def test_which_articles_questions_quote_each_article_with_the_key_name():
     # Asked about Kirby, not about the articles: one article is enough.
     sel = _articles_selection("Какво е заявил Джон Кърби?", "bg")
     assert [ev.sentence.source for ev in pick_extractive(sel, 3)] == ["a.txt"]
-
-
-def test_a_role_answer_quotes_the_sentence_with_the_role_only():
-    from rag import cite
-    from rag.answer import pick_extractive
-    from rag.evidence import EvidenceSelector
-
-    texts = [("b.txt", "sr", "Severnokorejski ambasador u Moskvi sastao se sa izaslanicima."),
-             ("a.txt", "bg", "Посланикът на Русия в Северна Корея Александър Мацегора заяви, че "
-                             "ученията изглеждат подходящо.")]
-    retrieved = [Retrieved(chunk=Chunk(id=f"{src}:0", source=src, text=t, start=0, end=len(t),
-                                       line_start=1, line_end=1, language=lang),
-                           rank=i, score=0.1)
-                 for i, (src, lang, t) in enumerate(texts, 1)]
-    sel = EvidenceSelector(_Flat()).select("Who is Russia's ambassador to North Korea?",
-                                           retrieved, k=6, lang="en")
-    decision = cite.extractive_refusal(sel)
-    assert not decision.refuse and decision.role_evidence
-    shown = pick_extractive(sel, 3, decision.role_evidence, only=decision.role_evidence)
-    assert [ev.sentence.source for ev in shown] == ["a.txt"]
 
 
 # --- end to end on the real seeds (slow: real embedder, real index) ----------------------------

@@ -1,0 +1,298 @@
+"""Fit the refusal score on training topics and report it on held-out ones (leave one topic out).
+
+Retrieval is the slow part and does not depend on anything fitted here, so it runs once per topic
+and is cached (`<cache>/<topic>.retrieved.json`); answering is then replayed on the cached
+passages for every candidate setting, which takes seconds.
+
+A topic is NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR]. Without an INDEX_DIR a private index is
+built under --cache (fine for the five seed files; the big topic folders are indexed by
+`rag index` elsewhere and named here).
+
+    python benchmarks/fit_refusal.py --topic seeds=seeds:seeds/questions.jsonl \\
+        --topic brexit=../shared/corpora/bsnlp/brexit:eval/questions/brexit.jsonl:/path/index \\
+        --write                    # rag/data/refusal.json from all the topics given
+
+Prints, per held-out topic: fact recall, citation precision, refusal accuracy, false refusals,
+with the model fitted on the other topics; and the calibration of P(answerable) (Brier score,
+reliability bins) over the held-out predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rag import answer as answer_module  # noqa: E402
+from rag import refusal  # noqa: E402
+from rag.answer import Answerer  # noqa: E402
+from rag.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
+from rag.types import Chunk, Retrieved  # noqa: E402
+
+log = logging.getLogger("benchmarks.fit_refusal")
+
+
+@dataclass
+class Topic:
+    name: str
+    corpus: Path
+    questions: list[Question]
+    index_dir: Path | None
+
+
+def parse_topic(spec: str) -> Topic:
+    name, _, rest = spec.partition("=")
+    parts = rest.split(":")
+    if not name or len(parts) < 2:
+        raise SystemExit(f"--topic {spec!r}: use NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR]")
+    corpus = Path(parts[0])
+    questions = load_questions(Path(parts[1]))
+    return Topic(name, corpus, questions, Path(parts[2]) if len(parts) > 2 else None)
+
+
+class CachedRetriever:
+    """Serves the cached retrieval results of the questions (by text)."""
+
+    def __init__(self, results: dict[str, list[Retrieved]]):
+        self.results = results
+
+    def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]:
+        return self.results[question][: k or None]
+
+
+def _dump(r: Retrieved) -> dict:
+    c = r.chunk
+    return {"rank": r.rank, "score": r.score, "chunk": {
+        "id": c.id, "source": c.source, "text": c.text, "start": c.start, "end": c.end,
+        "line_start": c.line_start, "line_end": c.line_end, "title": c.title,
+        "language": c.language}}
+
+
+def _load(d: dict) -> Retrieved:
+    return Retrieved(chunk=Chunk(**d["chunk"]), rank=d["rank"], score=d["score"])
+
+
+def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list[Retrieved]]:
+    path = cache / f"{topic.name}.retrieved.json"
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("k") == k and set(data["results"]) >= {q.question for q in topic.questions}:
+            return {q: [_load(r) for r in rs] for q, rs in data["results"].items()}
+    from rag.pipeline import build_pipeline
+    from rag.settings import load_settings
+
+    index_dir = topic.index_dir or cache / f"index-{topic.name}"
+    settings = load_settings(index_dir=index_dir, data_dir=topic.corpus, mode="extractive")
+    pipe = build_pipeline(settings, embedder=embedder)
+    if topic.index_dir is None:
+        pipe.index(topic.corpus)
+    elif not pipe.store.exists():
+        raise SystemExit(f"{topic.index_dir} holds no index for topic {topic.name}")
+    t0 = time.perf_counter()
+    results = {q.question: pipe.retrieve(q.question, k) for q in topic.questions}
+    log.warning("%s: retrieved %d questions in %.1f s", topic.name, len(results),
+                time.perf_counter() - t0)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"k": k, "results": {q: [_dump(r) for r in rs]
+                                                    for q, rs in results.items()}},
+                               ensure_ascii=False), encoding="utf-8")
+    return results
+
+
+@dataclass
+class Row:
+    topic: str
+    question: Question
+    features: tuple[float, ...]
+    hard: bool  # refused by the hard checks (names, kind of answer)
+    answer: str = ""
+    cited: tuple[str, ...] = ()
+
+
+def rows_for(topic: Topic, answerer: Answerer) -> list[Row]:
+    """Features and hard decisions of every question (the score's threshold set so low that
+    only the hard checks refuse), plus the answer that would be shown if not refused."""
+    open_model = replace(answerer.refusal_model, threshold=0.0)
+    saved = answerer.refusal_model
+    answerer.refusal_model = open_model
+    out = []
+    try:
+        for q in topic.questions:
+            a = answerer.ask(q.question, mode="extractive")
+            lang = a.language
+            analysis = answer_module.analyse(q.question, lang)
+            k = answerer.settings.top_k * answer_module.RETRIEVE_FACTOR
+            sel = answerer.selector.select(q.question, answerer.retriever.retrieve(q.question, k),
+                                           k=answer_module.PROMPT_EVIDENCE, lang=lang,
+                                           analysis=analysis)
+            feats = refusal.features(sel, analysis)
+            out.append(Row(topic.name, q, feats, a.insufficient_context, a.answer,
+                           tuple(c.source for c in a.citations)))
+    finally:
+        answerer.refusal_model = saved
+    return out
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2,
+                 steps: int = 4000) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Logistic regression by gradient descent on standardised features; returns weights and
+    bias on the raw features (and the standardisation used)."""
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+    z = (x - mu) / sd
+    w = np.zeros(x.shape[1])
+    b = 0.0
+    # Balance the classes: there are far more answerable questions than unanswerable ones.
+    pos = y.mean() if len(y) else 0.5
+    sw = np.where(y == 1, 0.5 / max(pos, 1e-9), 0.5 / max(1 - pos, 1e-9))
+    lr = 0.5
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(z @ w + b)))
+        g = (p - y) * sw
+        w -= lr * (z.T @ g / len(y) + l2 * w)
+        b -= lr * g.mean()
+    return w / sd, float(b - (w / sd) @ mu), mu, sd
+
+
+def probabilities(model: refusal.RefusalModel, rows: Sequence[Row]) -> list[float]:
+    return [model.probability(r.features) for r in rows]
+
+
+def scores(rows: Sequence[Row], model: refusal.RefusalModel) -> dict[str, float]:
+    fr, cp = [], []
+    tp = fn = fp = tn = 0
+    for r in rows:
+        refused = r.hard or model.probability(r.features) < model.threshold
+        if r.question.answerable:
+            fr.append(0.0 if refused else (fact_recall(r.answer, r.question.facts) or 0.0))
+            if not refused:
+                p = citation_precision(r.cited, r.question.sources)
+                if p is not None:
+                    cp.append(p)
+            fp += refused
+            tn += not refused
+        else:
+            tp += refused
+            fn += not refused
+    nan = float("nan")
+    return {"n": len(rows), "fact_recall": sum(fr) / len(fr) if fr else nan,
+            "citation_precision": sum(cp) / len(cp) if cp else nan,
+            "refusal_accuracy": tp / (tp + fn) if tp + fn else nan,
+            "false_refusal_rate": fp / (fp + tn) if fp + tn else nan}
+
+
+def objective(m: dict[str, float]) -> float:
+    parts = [m["refusal_accuracy"], 1 - m["false_refusal_rate"]]
+    return sum(0.0 if p != p else p for p in parts)
+
+
+def fit(rows: Sequence[Row], base: refusal.RefusalModel) -> refusal.RefusalModel:
+    """Weights by logistic regression over the questions the hard checks let through, then the
+    threshold that maximises refusal accuracy + (1 - false refusals) on the same rows."""
+    soft = [r for r in rows if not r.hard]
+    x = np.array([r.features for r in soft], dtype=float)
+    y = np.array([1.0 if r.question.answerable else 0.0 for r in soft])
+    if len(set(y.tolist())) < 2:
+        return base
+    w, b, _, _ = fit_logistic(x, y)
+    model = replace(base, weights=tuple(float(v) for v in w), bias=b)
+    best_val, best_t = (-1.0, 0.0), 0.5
+    for t in np.linspace(0.05, 0.95, 19):
+        cand = replace(model, threshold=float(t))
+        # Ties go to the threshold nearest 0.5 (the calibrated cut).
+        val = (objective(scores(rows, cand)), -abs(float(t) - 0.5))
+        if val > best_val:
+            best_val, best_t = val, float(t)
+    return replace(model, threshold=best_t)
+
+
+def calibration(probs: Sequence[float], labels: Sequence[int], bins: int = 5) -> dict:
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        idx = [i for i, p in enumerate(probs) if lo <= p < hi or (hi == 1 and p == 1)]
+        if idx:
+            out.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": len(idx),
+                        "mean_p": float(np.mean([probs[i] for i in idx])),
+                        "answerable": float(np.mean([labels[i] for i in idx]))})
+    brier = float(np.mean([(p - y) ** 2 for p, y in zip(probs, labels, strict=True)])) \
+        if probs else math.nan
+    return {"brier": brier, "bins": out}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--topic", action="append", required=True,
+                    help="NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR] (repeatable)")
+    ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache")
+    ap.add_argument("--write", action="store_true",
+                    help="write rag/data/refusal.json fitted on all the topics given")
+    ap.add_argument("--json", type=Path, help="also write the report as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from rag.embed import build_embedder
+    from rag.settings import load_settings
+
+    settings = load_settings(mode="extractive")
+    embedder = build_embedder(settings)
+    topics = [parse_topic(s) for s in args.topic]
+    k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    rows: list[Row] = []
+    for t in topics:
+        cached = retrieved_for(t, args.cache, embedder, k)
+        answerer = Answerer(CachedRetriever(cached), embedder, settings, None)
+        rows += rows_for(t, answerer)
+
+    base = refusal.default_model()
+    report: dict = {"topics": {}, "current": {}}
+    held_probs: list[float] = []
+    held_labels: list[int] = []
+    for t in topics:
+        test = [r for r in rows if r.topic == t.name]
+        train = [r for r in rows if r.topic != t.name] or test
+        model = fit(train, base)
+        report["topics"][t.name] = {"held_out": scores(test, model),
+                                    "train": scores(train, model),
+                                    "model": {"weights": model.weights, "bias": model.bias,
+                                              "threshold": model.threshold}}
+        report["current"][t.name] = scores(test, base)
+        soft = [r for r in test if not r.hard]
+        held_probs += probabilities(model, soft)
+        held_labels += [int(r.question.answerable) for r in soft]
+    report["calibration_held_out"] = calibration(held_probs, held_labels)
+
+    final = fit(rows, base)
+    report["final"] = {"weights": final.weights, "bias": final.bias,
+                       "threshold": final.threshold, "all_topics": scores(rows, final)}
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=float))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=float),
+                             encoding="utf-8")
+    if args.write:
+        data = json.loads(refusal.MODEL_FILE.read_text(encoding="utf-8"))
+        data.update(weights=[round(w, 4) for w in final.weights], bias=round(final.bias, 4),
+                    threshold=round(final.threshold, 3),
+                    fitted="python benchmarks/fit_refusal.py " + " ".join(
+                        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+        refusal.MODEL_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {refusal.MODEL_FILE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

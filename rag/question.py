@@ -1,0 +1,159 @@
+"""One analysis of a question, computed once and passed to evidence selection, refusal and
+citation checking: its language, the names it asks about, the kind of answer it wants, its content
+terms, and whether it refers back to the conversation.
+
+All language knowledge comes from the packs in rag/lang/ (question words, answer-type cues,
+pronouns, months): nothing here names a word of one language.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import lang as lang_packs
+from .evidence import asked_types, asks_across_articles, is_calendar_word
+from .lang import PERSON
+from .terms import QUESTION_WORDS, STOPWORDS, Term, Token, content_terms, name_token_keys, tokens
+from .text import normalize, words
+
+_HAS_CONTENT = re.compile(r"[^\W_]", re.UNICODE)  # a letter or a digit
+# Punctuation that ends a sentence or a clause inside a question.
+_SENTENCE_END = re.compile(r"[.!?…:\n]")
+_CLAUSE_PUNCT = re.compile(r"[,;:?!.()–—]")
+
+
+@dataclass(frozen=True)
+class Name:
+    """A run of capitalised words of the question ("Xi Jinping", "UN") and its spelling keys."""
+
+    text: str
+    keys: frozenset[str]
+    words: tuple[str, ...]  # the case-folded words of the run that carry the name
+
+
+@dataclass(frozen=True)
+class QuestionAnalysis:
+    """What a question asks, as every answering step needs it."""
+
+    text: str  # the question as it is answered (the standalone form of a follow-up)
+    language: str  # code of the question's language (rag.lang)
+    names: tuple[Name, ...]  # names the articles must mention for an answer
+    answer_types: tuple[str, ...]  # kinds of answer asked first ("quantity", "date", ...)
+    all_answer_types: tuple[str, ...]  # every kind asked, also in a second question
+    wants_person: bool  # "who ...?", "what is the name of ...?"
+    terms: tuple[Term, ...]  # content terms, one per spelling key
+    counted: tuple[Term, ...]  # the thing a "how many" question counts
+    across_articles: bool  # "Which articles ...?": quote each article that says it
+    refers_back: bool  # uses a pronoun or ellipsis that needs the conversation
+    has_content: bool  # holds a letter or digit at all
+
+    @property
+    def question_keys(self) -> frozenset[str]:
+        return frozenset().union(*(t.keys for t in self.terms)) if self.terms else frozenset()
+
+
+def has_content(question: str) -> bool:
+    return bool(_HAS_CONTENT.search(question or ""))
+
+
+def refers_back(question: str, lang: str | None = None) -> bool:
+    """Whether a follow-up needs the conversation to be understood: it uses a pronoun that
+    refers back ("When did he arrive?") or starts as an ellipsis ("And when?", "What about
+    Ukraine?"). A new question that merely is short ("Who is Kim Jong Un?") does not."""
+    q = normalize(question)
+    langs = [lang] if lang in lang_packs.packs() else None
+    rx = lang_packs.pattern("refer_back", langs)
+    if rx is not None and rx.search(q):
+        return True
+    start = lang_packs.pattern("ellipsis_starts", langs)
+    if start is not None and (m := start.match(q)) is not None:
+        # "And when?" — an ellipsis start; "And who is Kim Jong Un?" is one too, but only short
+        # questions lean on the previous one.
+        return len(words(q)) <= 4 or m.end() == len(q.rstrip("?!. "))
+    # A question of only question words and function words ("Why?", "Кога?") asks about the
+    # previous subject.
+    ws = words(q)
+    return bool(ws) and all(w in QUESTION_WORDS or w in STOPWORDS for w in ws)
+
+
+def _sentence_starts(text: str, toks: list[Token]) -> set[int]:
+    starts = {0}
+    for i in range(1, len(toks)):
+        gap = text[toks[i - 1].start + len(toks[i - 1].text):toks[i].start]
+        if _SENTENCE_END.search(gap):
+            starts.add(i)
+    return starts
+
+
+def _names(question: str, toks: list[Token]) -> list[Name]:
+    """Runs of capitalised words that are not a sentence's first word, a function or question
+    word, or a month/weekday; a run followed by an article word ("the Serbian article") names
+    the source, not something the articles must mention."""
+    from .terms import unify
+
+    text = unify(question)
+    starts = _sentence_starts(text, toks)
+    out: list[Name] = []
+    run: list[Token] = []
+    for i, t in enumerate([*toks, None]):
+        capital = (t is not None and i not in starts and t.text[:1].isupper()
+                   and t.norm not in STOPWORDS and t.norm not in QUESTION_WORDS
+                   and not is_calendar_word(t.norm))
+        if capital:
+            run.append(t)
+            continue
+        source = t is not None and lang_packs.matches("article_words", t.norm)
+        useful = [r for r in run if len(r.norm) >= 3 or r.text.isupper()]
+        if useful and not source:
+            out.append(Name(" ".join(r.text for r in run),
+                            frozenset().union(*(name_token_keys(r.norm) for r in useful)),
+                            tuple(r.norm for r in useful)))
+        run = []
+    return out
+
+
+def _counted(question: str, toks: list[Token], terms: list[Term]) -> list[Term]:
+    """The first two content terms after "how many" that are not names, in the same clause."""
+    count_words = lang_packs.words("count_words")
+    trigger = next((i for i, t in enumerate(toks) if t.norm in count_words), None)
+    if trigger is None:
+        return []
+    from .terms import unify
+
+    text = unify(question)
+    end = next((i for i in range(trigger + 1, len(toks))
+                if _CLAUSE_PUNCT.search(text[toks[i - 1].start + len(toks[i - 1].text):
+                                             toks[i].start])), len(toks))
+    # The counted noun phrase ends at the first function word ("how many shells were sent",
+    # "колко снаряда бяха изпратени"); names are what the count is about, not the thing counted.
+    stop = next((i for i in range(trigger + 1, end)
+                 if toks[i].norm in STOPWORDS or toks[i].norm in QUESTION_WORDS), end)
+    return [t for t in terms if trigger < t.position < min(end, stop) and not t.name][:2]
+
+
+def analyse(question: str, language: str) -> QuestionAnalysis:
+    """The analysis of one question (cheap: word lists and regexes only)."""
+    toks = tokens(question)
+    terms = content_terms(question, language, unique=False)
+    unique_terms: list[Term] = []
+    seen: set[frozenset[str]] = set()
+    for t in terms:
+        if t.keys not in seen:
+            seen.add(t.keys)
+            unique_terms.append(t)
+    main, every = asked_types(question)
+    person = lang_packs.pattern(f"type:{PERSON}")
+    return QuestionAnalysis(
+        text=question,
+        language=language,
+        names=tuple(_names(question, toks)),
+        answer_types=tuple(main),
+        all_answer_types=tuple(every),
+        wants_person=bool(person and person.search(normalize(question))),
+        terms=tuple(unique_terms),
+        counted=tuple(_counted(question, toks, terms)),
+        across_articles=asks_across_articles(question),
+        refers_back=refers_back(question, language),
+        has_content=has_content(question),
+    )

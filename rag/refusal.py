@@ -1,0 +1,230 @@
+"""Refusal by evidence: does the selected evidence answer the question? (No LLM involved.)
+
+Two checks are hard, because no score can outweigh them:
+1. **names**: every name the question asks about ("Xi Jinping", "Kursk") occurs in the retrieved
+   passages, in any script (spelling keys and consonant skeletons, `rag.terms`), or, when it is
+   spelled differently in another language (Japan/Япония), has a capitalised word there whose
+   multilingual e5 vector is close to its own (`NameMatcher`);
+2. **the kind of answer**: the kind asked first ("how many", "when", "what date", "how much did
+   it cost", "what range", "who") is held by an evidence sentence: a number (next to the counted
+   thing when that is spelled alike), a date, a year, a currency amount, a measure with its unit,
+   a person's name that is not in the question.
+
+The rest is one calibrated score: a small logistic model on a few features of the retrieval and
+the evidence (best e5 similarity, term coverage, lexical match), fitted on training topics by
+`benchmarks/fit_refusal.py`; its coefficients, threshold and the command that fitted them are in
+rag/data/refusal.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .embed import Embedder
+from .evidence import QUANTITY, Selection, is_calendar_word, is_number, satisfies
+from .lang import PERSON
+from .question import QuestionAnalysis
+from .terms import STOPWORDS, Term, name_keys, stems, term_set, tokens
+from .types import Evidence
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = Path(__file__).resolve().parent / "data" / "refusal.json"
+FEATURES = ("best_dense", "coverage", "best_lexical")
+
+
+@dataclass(frozen=True)
+class RefusalModel:
+    """P(answerable) = sigmoid(bias + sum(weight_i * feature_i)); refuse below `threshold`."""
+
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+    name_similarity: float  # e5 cosine of two spellings of one name (word vs word)
+    count_span: int  # tokens between a number and the thing it counts
+    fitted: str = ""  # how the numbers were obtained (command and data)
+
+    def probability(self, features: Sequence[float]) -> float:
+        z = self.bias + sum(w * x for w, x in zip(self.weights, features, strict=True))
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def load_model(path: Path = MODEL_FILE) -> RefusalModel:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if tuple(data.get("features", ())) != FEATURES:
+        raise ValueError(f"{path}: features must be {FEATURES}, got {data.get('features')}")
+    return RefusalModel(tuple(float(w) for w in data["weights"]), float(data["bias"]),
+                        float(data["threshold"]), float(data["name_similarity"]),
+                        int(data["count_span"]), str(data.get("fitted", "")))
+
+
+@functools.cache
+def default_model() -> RefusalModel:
+    return load_model()
+
+
+@dataclass(frozen=True)
+class RefusalDecision:
+    refuse: bool
+    reasons: tuple[str, ...]  # why (for logs and the benchmark), empty when answering
+    # Evidence (1-based n) that holds the asked-for kind of answer, to show first.
+    typed_evidence: tuple[int, ...] = ()
+    coverage: float = 0.0  # share of the question's terms found in the retrieved passages
+    probability: float = 1.0  # the calibrated P(answerable)
+    features: tuple[float, ...] = ()
+
+
+class NameMatcher:
+    """Whether a name of the question is in a text under another spelling (Japan/Япония,
+    Germany/Німеччина): the e5 vector of the name against those of the text's capitalised
+    words. Word vectors are cached (the same passages come back for many questions)."""
+
+    def __init__(self, embedder: Embedder, cache_size: int = 50_000):
+        self.embedder = embedder
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def vectors(self, items: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            missing = [w for w in dict.fromkeys(items) if w not in self._cache]
+        if missing:
+            new = self.embedder.embed_passages(missing)
+            with self._lock:
+                for w, v in zip(missing, new, strict=True):
+                    self._cache[w] = v
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            return np.vstack([self._cache[w] for w in items])
+
+    def best(self, name: str, candidates: Sequence[str]) -> float:
+        """Highest cosine of `name` with any candidate word (0 without candidates)."""
+        if not candidates:
+            return 0.0
+        vecs = self.vectors([name, *candidates])
+        return float((vecs[1:] @ vecs[0]).max())
+
+
+def _capitalised(text: str) -> list[str]:
+    """Capitalised words of a text that could be names (not the first word, not function words
+    or months), as written."""
+    toks = tokens(text)
+    return [t.text for i, t in enumerate(toks)
+            if i and t.text[:1].isupper() and len(t.norm) >= 2 and t.norm not in STOPWORDS
+            and not is_calendar_word(t.norm)]
+
+
+def _evidence_text(ev: Evidence) -> str:
+    return " ".join(p for p in (ev.context_before, ev.sentence.text, ev.context_after) if p)
+
+
+def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
+    """A number in `text` that counts the thing asked about: when a counted term is spelled
+    alike in the text, a number must stand within `span` tokens of it; when none is (another
+    language), any number that is not a year or a date will do."""
+    toks = tokens(text)
+    numbers = [i for i, t in enumerate(toks) if is_number(t.norm)]
+    if not numbers:
+        return False
+    where = [i for term in counted for i, t in enumerate(toks)
+             if not term.keys.isdisjoint(stems(t.norm))]
+    if not where:
+        return True
+    return any(abs(i - n) <= span for i in where for n in numbers)
+
+
+def _has_person(text: str, question_keys: frozenset[str]) -> bool:
+    """A capitalised word that is not the sentence's first, a function word, a month, or a word
+    of the question: a name the answer gives."""
+    return any(question_keys.isdisjoint(stems(w.casefold())) for w in _capitalised(text))
+
+
+def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
+                 count_span: int) -> bool:
+    """Whether evidence holds the asked-for kind of answer."""
+    text = _evidence_text(ev)
+    if answer_type == PERSON:
+        return _has_person(ev.sentence.text, analysis.question_keys)
+    if not satisfies(answer_type, text):
+        return False
+    if answer_type == QUANTITY:
+        return _counted_near_number(analysis.counted, ev.sentence.text, count_span)
+    return True
+
+
+def term_coverage(selection: Selection, terms: Sequence[Term]) -> float:
+    """Share of the question's content terms present (by spelling key) in the retrieved
+    passages."""
+    if not terms:
+        return 1.0
+    have: set[str] = set()
+    for c in selection.ranked:
+        have |= term_set(c.sentence.text, c.sentence.language or None)
+    return sum(t.found_in(have) for t in terms) / len(terms)
+
+
+def features(selection: Selection, analysis: QuestionAnalysis) -> tuple[float, ...]:
+    best_dense = max((c.dense for c in selection.ranked), default=0.0)
+    best_lexical = max((c.lexical for c in selection.ranked[:6]), default=0.0)
+    return (best_dense, term_coverage(selection, analysis.terms), best_lexical)
+
+
+def missing_names(selection: Selection, analysis: QuestionAnalysis,
+                  matcher: NameMatcher | None, similarity: float) -> list[str]:
+    """The question's names that no retrieved passage mentions in any spelling."""
+    have: set[str] = set()
+    for c in selection.ranked:
+        have |= name_keys(c.sentence.text, c.sentence.language or None)
+    missing = [n for n in analysis.names if n.keys.isdisjoint(have)]
+    if not missing or matcher is None:
+        return [n.text for n in missing]
+    candidates = list(dict.fromkeys(w for c in selection.ranked
+                                    for w in _capitalised(c.sentence.text)))
+    out = []
+    for n in missing:
+        score = matcher.best(n.text, candidates)
+        if score < similarity:
+            out.append(n.text)
+        else:
+            logger.debug("name %r matched by e5 (%.3f)", n.text, score)
+    return out
+
+
+def decide(selection: Selection, analysis: QuestionAnalysis, *,
+           model: RefusalModel | None = None,
+           matcher: NameMatcher | None = None) -> RefusalDecision:
+    """Whether the selected evidence answers the question (see the module docstring)."""
+    model = model or default_model()
+    if not selection.evidence:
+        return RefusalDecision(True, ("no evidence",), probability=0.0)
+    reasons = [f"{n!r} is not in the articles"
+               for n in missing_names(selection, analysis, matcher, model.name_similarity)]
+
+    wanted = list(analysis.answer_types)
+    if analysis.wants_person and not wanted:
+        wanted = [PERSON]
+    typed: list[int] = []
+    for t in wanted:
+        hits = [ev.n for ev in selection.evidence
+                if answers_type(t, ev, analysis, model.count_span)]
+        if not hits:
+            reasons.append(f"no {t} in the evidence")
+        typed.extend(h for h in hits if h not in typed)
+
+    feats = features(selection, analysis)
+    p = model.probability(feats)
+    if p < model.threshold:
+        reasons.append(f"low score (P(answerable) {p:.2f}; best sentence {feats[0]:.3f}, "
+                       f"term coverage {feats[1]:.2f}, lexical {feats[2]:.2f})")
+    return RefusalDecision(bool(reasons), tuple(reasons), tuple(typed), feats[1], p, feats)

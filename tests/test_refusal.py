@@ -1,0 +1,164 @@
+"""Refusal by evidence (rag.refusal) and the one question analysis (rag.question)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rag import refusal
+from rag.evidence import EvidenceSelector
+from rag.question import analyse, refers_back
+from rag.types import Chunk, Retrieved
+from tests.conftest import HashEmbedder
+
+
+def _sel(question, lang, sentences, embedder=None):
+    """(selection, analysis) over free-standing sentences (source, language, text)."""
+    retrieved = []
+    for i, (source, language, text) in enumerate(sentences, 1):
+        chunk = Chunk(id=f"{source}:{i}", source=source, text=text, start=i * 1000,
+                      end=i * 1000 + len(text), line_start=i * 10, line_end=i * 10,
+                      language=language)
+        retrieved.append(Retrieved(chunk=chunk, rank=i, score=0.1))
+    analysis = analyse(question, lang)
+    sel = EvidenceSelector(embedder or HashEmbedder()).select(question, retrieved, k=6,
+                                                               lang=lang, analysis=analysis)
+    return sel, analysis
+
+
+# Only the hard checks: the score always lets the answer through.
+OPEN = dataclasses.replace(refusal.default_model(), threshold=0.0)
+
+
+def _decide(question, lang, sentences, **kw):
+    sel, analysis = _sel(question, lang, sentences)
+    return refusal.decide(sel, analysis, model=kw.pop("model", OPEN), **kw)
+
+
+KIRBY = ("Говорителят на Съвета за национална сигурност Джон Кърби заяви, че Северна Корея е "
+         "доставила на Русия пехотни ракети и снаряди.")
+TANKS = ("Почти 5 милиона артилерийски снаряда бяха изпратени от Северна Корея в Руската "
+         "федерация, в отговор Москва започна да снабдява Пхенян с танкове.")
+INVITED = "Глава Північної Кореї Кім Чен Ин 14 вересня запросив Путіна відвідати Пхеньян."
+BREXIT = ("Theresa May said on Tuesday that the United Kingdom would leave the European Union "
+          "on 29 March 2019.")
+
+
+@pytest.mark.parametrize("question,lang", [
+    ("What did Chinese President Xi Jinping say about Kim?", "en"),
+    ("Какво каза Си Дзинпин за Ким?", "bg"),
+    ("Шта је рекао Си Ђинпинг о Киму?", "sr"),
+    ("Što je rekao Si Đinping o Kimu?", "sr"),
+])
+def test_an_unknown_name_in_any_script_means_refusal(question, lang):
+    d = _decide(question, lang, [("a", "bg", KIRBY)])
+    assert d.refuse and any("not in the articles" in r for r in d.reasons), d.reasons
+
+
+@pytest.mark.parametrize("question,lang", [
+    ("What did John Kirby say about North Korea?", "en"),
+    ("Šta je rekao Džon Kirbi?", "sr"),
+    ("Що сказав Джон Кірбі?", "uk"),
+])
+def test_names_match_across_scripts_and_spellings(question, lang):
+    d = _decide(question, lang, [("a", "bg", KIRBY)])
+    assert not any("not in the articles" in r for r in d.reasons), d.reasons
+
+
+def test_naming_the_source_article_is_not_a_name_to_find():
+    assert not analyse("What does the Serbian article say about missiles?", "en").names
+
+
+def test_how_many_needs_a_number_next_to_the_counted_thing():
+    shells = _decide("How many artillery shells did North Korea send?", "en",
+                     [("a", "bg", TANKS)])
+    assert not shells.refuse, shells.reasons
+    assert shells.typed_evidence == (1,)
+    none = _decide("How many tanks did Moscow deliver?", "en", [("a", "bg", KIRBY)])
+    assert none.refuse and any("quantity" in r for r in none.reasons)
+
+
+def test_when_needs_a_date_on_two_topics():
+    invited = _decide("Kada je Kim pozvao Putina?", "sr", [("a", "uk", INVITED)])
+    assert not invited.refuse, invited.reasons
+    brexit = _decide("When would the United Kingdom leave the European Union?", "en",
+                     [("a", "en", BREXIT)])
+    assert not brexit.refuse and brexit.typed_evidence == (1,)
+    undated = _decide("When did Kirby speak?", "en", [("a", "bg", KIRBY)])
+    assert undated.refuse and any("time" in r for r in undated.reasons)
+
+
+def test_who_needs_a_name_the_question_does_not_give():
+    named = _decide("Who spoke for the security council?", "en", [("a", "bg", KIRBY)])
+    assert not named.refuse, named.reasons
+    nameless = _decide("Who leads the delegation?", "en",
+                       [("a", "en", "the delegation arrived on time and left soon after.")])
+    assert nameless.refuse and any("person" in r for r in nameless.reasons)
+
+
+def test_the_calibrated_score_refuses_an_off_topic_question():
+    class Unrelated:  # every question/sentence pair scores 0.7: far below any real match
+        id = "flat"
+
+        def embed_queries(self, texts):
+            return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
+
+        def embed_passages(self, texts):
+            v = np.array([0.7, (1 - 0.49) ** 0.5], dtype=np.float32)
+            return np.tile(v, (len(texts), 1))
+
+    sel, analysis = _sel("How do I bake banana bread?", "en", [("a", "bg", TANKS)], Unrelated())
+    d = refusal.decide(sel, analysis)
+    assert d.refuse and d.probability < refusal.default_model().threshold
+    assert any("low score" in r for r in d.reasons)
+
+
+def test_the_model_file_is_checked(tmp_path):
+    path = tmp_path / "refusal.json"
+    path.write_text('{"features": ["x"], "weights": [1], "bias": 0, "threshold": 0.5, '
+                    '"name_similarity": 0.9, "count_span": 3}', encoding="utf-8")
+    with pytest.raises(ValueError, match="features"):
+        refusal.load_model(path)
+    m = refusal.default_model()
+    assert m.fitted  # says how it was fitted
+    lo, hi = [0.75, 0.2, 0.0], [0.9, 1.0, 1.0]
+    assert m.probability(hi) > m.probability(lo)
+
+
+def test_no_evidence_means_refusal():
+    sel = EvidenceSelector(HashEmbedder()).select("Anything?", [], k=3)
+    assert refusal.decide(sel, analyse("Anything?", "en")).refuse
+
+
+# --- follow-ups ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question,lang,expected", [
+    ("And when?", "en", True),
+    ("When did he arrive?", "en", True),
+    ("Who is Kim Jong Un?", "en", False),
+    ("How many shells?", "en", False),
+    ("А кога?", "bg", True),
+    ("Кога пристигна той?", "bg", True),
+    ("Кой е Ким Чен Ун?", "bg", False),
+    ("А зошто?", "mk", True),
+    ("I kada?", "sr", True),
+    ("Ko je Kim Džong Un?", "sr", False),
+    ("Коли він прибув?", "uk", True),
+    ("Хто такий Кім Чен Ин?", "uk", False),
+])
+def test_a_follow_up_refers_back_only_with_a_pronoun_or_an_ellipsis(question, lang, expected):
+    assert refers_back(question, lang) is expected
+
+
+def test_question_analysis_is_one_frozen_record():
+    a = analyse("According to South Korea's defence minister, how many shells has North Korea "
+                "sent?", "en")
+    assert [n.text for n in a.names] == ["South Korea's", "North Korea"]
+    assert a.answer_types == ("quantity",) and [t.word for t in a.counted] == ["shells"]
+    assert not a.refers_back and a.has_content
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.language = "bg"  # type: ignore[misc]
+    assert not analyse("?!", "en").has_content
