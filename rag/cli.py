@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .settings import Settings, load_settings
+from .settings import Settings, cache_dir, corpus_index_dir, load_settings
 from .types import RagError
 
 
@@ -34,13 +34,13 @@ def _progress_bar(desc: str):
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
-    return load_settings(
-        index_dir=getattr(args, "index_dir", None),
-        top_k=getattr(args, "k", None),
-        mode=getattr(args, "mode", None),
-        backend=getattr(args, "backend", None),
-        **extra,
-    )
+    flags = {
+        "index_dir": getattr(args, "index_dir", None),
+        "top_k": getattr(args, "k", None),
+        "mode": getattr(args, "mode", None),
+        "backend": getattr(args, "backend", None),
+    }
+    return load_settings(**{**extra, **{k: v for k, v in flags.items() if v is not None}})
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace, *, need_llm: bool = False):
@@ -149,16 +149,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate
 
     mins = evaluate.parse_min(args.min or [])
-    questions = evaluate.load_questions(Path(args.questions))
-    settings = _settings(args)
+    corpus = Path(args.corpus).resolve() if args.corpus else None
+    if corpus is not None and not corpus.is_dir():
+        raise RagError(f"--corpus {args.corpus}: no such folder (give a folder of articles).")
+    questions = evaluate.load_questions(Path(args.questions), data_dir=corpus)
+    extra: dict = {}
+    if corpus is not None:
+        # Each corpus gets its own index (kept between runs, updated incrementally) and vectors
+        # come from the shared embedding cache, so evaluating a folder again costs no encoding.
+        extra = {"data_dir": corpus, "embed_cache": load_settings().embed_cache
+                 or cache_dir() / "embeddings.sqlite"}
+        if args.index_dir is None:
+            extra["index_dir"] = corpus_index_dir(corpus)
+    settings = _settings(args, **extra)
     pipe = _pipeline(settings, args, need_llm=not args.retrieval_only and
                      settings.mode != "extractive")
-    pipe.ensure_index(progress=_progress_bar("indexing"))
+    if corpus is not None:
+        report = pipe.index(corpus, progress=_progress_bar("indexing"))
+        print(f"index {settings.index_dir}: {report.indexed} indexed, {report.unchanged} "
+              f"unchanged, {report.removed} removed, {report.total_chunks} passages",
+              file=sys.stderr)
+    else:
+        pipe.ensure_index(progress=_progress_bar("indexing"))
     baseline = None
     if args.baseline:
         from .baseline import NaivePipeline
 
-        baseline = NaivePipeline(settings, pipe.embedder, chat_model=pipe.chat_model)
+        baseline = NaivePipeline(settings, pipe.embedder, chat_model=pipe.chat_model,
+                                 data_dir=settings.data_dir)
     out = Path(args.out or Path("eval-runs") / time.strftime("%Y%m%d-%H%M%S"))
     summary = evaluate.run_eval(
         pipe, questions, out, k=args.k or settings.top_k, retrieval_only=args.retrieval_only,
@@ -206,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="evaluate on a question set; writes a report and charts")
     s.add_argument("--questions", default="seeds/questions.jsonl")
+    s.add_argument("--corpus", help="a folder of articles the questions are about; it gets its "
+                   "own index (default: the settings' index over data_dir)")
     s.add_argument("--out", help="output folder (default eval-runs/<timestamp>/)")
     s.add_argument("--retrieval-only", action="store_true")
     s.add_argument("--mode", choices=["auto", "generate", "extractive"])

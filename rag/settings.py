@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     embed_batch_size: int = 32
+    # An on-disk cache of vectors by model and text (SQLite): rebuilds and evaluation runs over
+    # an already-seen corpus skip the encoder. Off by default; `rag eval --corpus` turns it on.
+    embed_cache: Path | None = None
 
     # --- chunking -------------------------------------------------------------------------------
     # Sized for a small LLM's context: a few sentences per chunk.
@@ -62,6 +65,11 @@ class Settings(BaseSettings):
     bm25_weight: float = 1.0
     rrf_k: float = Field(default=60.0, gt=0)  # reciprocal rank fusion constant
     hub_penalty: float = Field(default=0.5, ge=0)  # dense: cos − this × passage hubness (CSLS)
+    # Passages sharing this share of word 4-grams are one passage (copies of a wire story);
+    # the copies' articles ride along as extra sources. 1.0 collapses only identical text.
+    dup_overlap: float = Field(default=0.6, gt=0, le=1)
+    # At most this many passages of one article in the top k (0: no limit).
+    per_source: int = Field(default=0, ge=0)
 
     # --- answering ------------------------------------------------------------------------------
     mode: AnswerMode = "auto"
@@ -119,6 +127,22 @@ class Settings(BaseSettings):
     @property
     def chroma_mode(self) -> str:
         return "server" if self.chroma_host else "persistent"
+
+
+def cache_dir() -> Path:
+    """Where models, caches and evaluation indexes live: `$RAG_CACHE_DIR`, else
+    `~/.cache/newsrag`."""
+    env = os.environ.get("RAG_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "newsrag"
+
+
+def corpus_index_dir(corpus: Path) -> Path:
+    """The index of one evaluation corpus: named after the folder, unique per absolute path."""
+    import hashlib
+
+    corpus = Path(corpus).resolve()
+    tag = hashlib.sha1(str(corpus).encode()).hexdigest()[:8]
+    return cache_dir() / "indexes" / f"{corpus.name}-{tag}"
 
 
 def load_settings(**overrides: object) -> Settings:
