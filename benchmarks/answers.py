@@ -320,7 +320,8 @@ def _decision(answerer: Answerer, retriever, settings, question: str):
     sel = answerer.selector.select(question, retriever.retrieve(question, k),
                                    k=answer_module.PROMPT_EVIDENCE, lang=lang, analysis=analysis)
     decision = refusal.decide(sel, analysis, model=answerer.refusal_model,
-                              matcher=answerer.name_matcher)
+                              matcher=answerer.name_matcher,
+                              embedder_id=getattr(answerer.embedder, "id", None))
     return decision, max((c.dense for c in sel.ranked), default=0.0)
 
 

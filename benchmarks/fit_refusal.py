@@ -4,13 +4,14 @@ Retrieval is the slow part and does not depend on anything fitted here, so it ru
 and is cached (`<cache>/<topic>.retrieved.json`); answering is then replayed on the cached
 passages for every candidate setting, which takes seconds.
 
-A topic is NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR]. Without an INDEX_DIR a private index is
-built under --cache (fine for the five seed files; the big topic folders are indexed by
-`rag index` elsewhere and named here).
+Topics are the question sets eval/questions/<topic>.jsonl over ../shared/corpora/bsnlp/<topic>
+(seeds/ for `seeds`), each with the index `rag eval --corpus` builds (rag.settings
+.corpus_index_dir; a topic whose index is missing is skipped, except the seeds, which are small
+enough to index here). `--topic NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR]` adds any other.
 
-    python benchmarks/fit_refusal.py --topic seeds=seeds:seeds/questions.jsonl \\
-        --topic brexit=../shared/corpora/bsnlp/brexit:eval/questions/brexit.jsonl:/path/index \\
-        --write                    # rag/data/refusal.json from all the topics given
+    python benchmarks/fit_refusal.py                       # every topic with an index
+    python benchmarks/fit_refusal.py --topics ec,trump,seeds --write
+                                   # rag/data/refusal.json fitted on all the topics given
 
 Prints, per held-out topic: fact recall, citation precision, refusal accuracy, false refusals,
 with the model fitted on the other topics; and the calibration of P(answerable) (Brier score,
@@ -52,6 +53,28 @@ class Topic:
     index_dir: Path | None
 
 
+QUESTIONS_DIR = ROOT / "eval" / "questions"
+CORPORA = ROOT.parent / "shared" / "corpora" / "bsnlp"
+
+
+def default_topics(names: Sequence[str] | None) -> list[Topic]:
+    from rag.settings import corpus_index_dir
+
+    out = []
+    for f in sorted(QUESTIONS_DIR.glob("*.jsonl")):
+        name = f.stem
+        if names and name not in names:
+            continue
+        corpus = ROOT / "seeds" if name == "seeds" else CORPORA / name
+        index = None if name == "seeds" else corpus_index_dir(corpus)
+        if index is not None and not index.exists():
+            log.warning("topic %s skipped: no index at %s (run rag eval --corpus %s)", name,
+                        index, corpus)
+            continue
+        out.append(Topic(name, corpus, load_questions(f), index))
+    return out
+
+
 def parse_topic(spec: str) -> Topic:
     name, _, rest = spec.partition("=")
     parts = rest.split(":")
@@ -74,14 +97,15 @@ class CachedRetriever:
 
 def _dump(r: Retrieved) -> dict:
     c = r.chunk
-    return {"rank": r.rank, "score": r.score, "chunk": {
+    return {"rank": r.rank, "score": r.score, "also": list(r.also), "chunk": {
         "id": c.id, "source": c.source, "text": c.text, "start": c.start, "end": c.end,
         "line_start": c.line_start, "line_end": c.line_end, "title": c.title,
         "language": c.language}}
 
 
 def _load(d: dict) -> Retrieved:
-    return Retrieved(chunk=Chunk(**d["chunk"]), rank=d["rank"], score=d["score"])
+    return Retrieved(chunk=Chunk(**d["chunk"]), rank=d["rank"], score=d["score"],
+                     also=tuple(d.get("also", ())))
 
 
 def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list[Retrieved]]:
@@ -119,6 +143,7 @@ class Row:
     hard: bool  # refused by the hard checks (names, kind of answer)
     answer: str = ""
     cited: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
 
 
 def rows_for(topic: Topic, answerer: Answerer) -> list[Row]:
@@ -137,9 +162,10 @@ def rows_for(topic: Topic, answerer: Answerer) -> list[Row]:
             sel = answerer.selector.select(q.question, answerer.retriever.retrieve(q.question, k),
                                            k=answer_module.PROMPT_EVIDENCE, lang=lang,
                                            analysis=analysis)
-            feats = refusal.features(sel, analysis)
-            out.append(Row(topic.name, q, feats, a.insufficient_context, a.answer,
-                           tuple(c.source for c in a.citations)))
+            d = refusal.decide(sel, analysis, model=open_model, matcher=answerer.name_matcher,
+                               embedder_id=getattr(answerer.embedder, "id", None))
+            out.append(Row(topic.name, q, d.features, a.insufficient_context, a.answer,
+                           tuple(c.source for c in a.citations), d.reasons))
     finally:
         answerer.refusal_model = saved
     return out
@@ -148,10 +174,17 @@ def rows_for(topic: Topic, answerer: Answerer) -> list[Row]:
 # --- the model -------------------------------------------------------------------------------
 
 
+# The direction each feature may push P(answerable): a better match never lowers it, a missing
+# name never raises it. With a few dozen questions an unconstrained fit finds spurious signs.
+SIGNS = (1.0, 1.0, 1.0, -1.0)
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2,
                  steps: int = 4000) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """Logistic regression by gradient descent on standardised features; returns weights and
-    bias on the raw features (and the standardisation used)."""
+    """Logistic regression by projected gradient descent on standardised features, each weight
+    kept to its sign in SIGNS; returns weights and bias on the raw features (and the
+    standardisation used)."""
+    signs = np.array(SIGNS[: x.shape[1]])
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
     z = (x - mu) / sd
     w = np.zeros(x.shape[1])
@@ -164,6 +197,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2,
         p = 1 / (1 + np.exp(-(z @ w + b)))
         g = (p - y) * sw
         w -= lr * (z.T @ g / len(y) + l2 * w)
+        w = np.where(w * signs < 0, 0.0, w)
         b -= lr * g.mean()
     return w / sd, float(b - (w / sd) @ mu), mu, sd
 
@@ -180,7 +214,8 @@ def scores(rows: Sequence[Row], model: refusal.RefusalModel) -> dict[str, float]
         if r.question.answerable:
             fr.append(0.0 if refused else (fact_recall(r.answer, r.question.facts) or 0.0))
             if not refused:
-                p = citation_precision(r.cited, r.question.sources)
+                # Question sets name files by their path in the topic folder; citations by name.
+                p = citation_precision(r.cited, [Path(x).name for x in r.question.sources])
                 if p is not None:
                     cp.append(p)
             fp += refused
@@ -196,7 +231,10 @@ def scores(rows: Sequence[Row], model: refusal.RefusalModel) -> dict[str, float]
 
 
 def objective(m: dict[str, float]) -> float:
-    parts = [m["refusal_accuracy"], 1 - m["false_refusal_rate"]]
+    """Fact recall (a false refusal scores 0 there too) + refusal accuracy + 1 - false refusals:
+    a wrongly refused answerable question costs about twice what a wrongly answered
+    unanswerable one does, as the targets (false refusals <= 0.05) ask."""
+    parts = [m["fact_recall"], m["refusal_accuracy"], 1 - m["false_refusal_rate"]]
     return sum(0.0 if p != p else p for p in parts)
 
 
@@ -236,12 +274,17 @@ def calibration(probs: Sequence[float], labels: Sequence[int], bins: int = 5) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--topic", action="append", required=True,
+    ap.add_argument("--topics", help="comma-separated topic names (default: every topic with "
+                                     "an index)")
+    ap.add_argument("--topic", action="append", default=[],
                     help="NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR] (repeatable)")
     ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache")
     ap.add_argument("--write", action="store_true",
                     help="write rag/data/refusal.json fitted on all the topics given")
     ap.add_argument("--json", type=Path, help="also write the report as JSON here")
+    ap.add_argument("--name-similarity", type=float,
+                    help="override the e5 word similarity at which a name counts as found "
+                         "under another spelling (above 1: spelling only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -250,15 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = load_settings(mode="extractive")
     embedder = build_embedder(settings)
-    topics = [parse_topic(s) for s in args.topic]
+    topics = default_topics(args.topics.split(",") if args.topics else None)
+    topics += [parse_topic(s) for s in args.topic]
     k = settings.top_k * answer_module.RETRIEVE_FACTOR
     rows: list[Row] = []
     for t in topics:
         cached = retrieved_for(t, args.cache, embedder, k)
         answerer = Answerer(CachedRetriever(cached), embedder, settings, None)
+        if args.name_similarity is not None:
+            answerer.refusal_model = replace(answerer.refusal_model,
+                                             name_similarity=args.name_similarity)
         rows += rows_for(t, answerer)
 
     base = refusal.default_model()
+    if args.name_similarity is not None:
+        base = replace(base, name_similarity=args.name_similarity)
     report: dict = {"topics": {}, "current": {}}
     held_probs: list[float] = []
     held_labels: list[int] = []
@@ -277,9 +326,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["calibration_held_out"] = calibration(held_probs, held_labels)
 
     final = fit(rows, base)
+    report["questions"] = [
+        {"topic": r.topic, "id": r.question.id, "lang": r.question.lang,
+         "answerable": r.question.answerable, "hard": r.hard, "reasons": r.reasons,
+         "features": [round(x, 3) for x in r.features],
+         "p": round(base.probability(r.features), 3),
+         "facts": None if not r.question.answerable or r.hard
+         else fact_recall(r.answer, r.question.facts)} for r in rows]
     report["final"] = {"weights": final.weights, "bias": final.bias,
                        "threshold": final.threshold, "all_topics": scores(rows, final)}
-    print(json.dumps(report, indent=2, ensure_ascii=False, default=float))
+    print(json.dumps({k: v for k, v in report.items() if k != "questions"}, indent=2,
+                     ensure_ascii=False, default=float))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=float),
                              encoding="utf-8")

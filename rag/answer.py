@@ -78,8 +78,10 @@ class Answerer:
         self.chat_model = chat_model
         self.selector = selector or EvidenceSelector(embedder)
         # Spellings of one name across languages (Japan/Япония) are matched by e5 word vectors.
-        self.name_matcher = refusal.NameMatcher(embedder) if use_name_vectors else None
         self.refusal_model = refusal.default_model()
+        self.name_matcher = (refusal.NameMatcher(embedder)
+                             if use_name_vectors and self.refusal_model.name_similarity <= 1.0
+                             else None)
         # Languages of the indexed articles seen so far (warm() and retrieval): a question is
         # identified among these and the languages answers are given in.
         self.article_languages: set[str] = set()
@@ -259,7 +261,8 @@ class Answerer:
         selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang,
                                          analysis=analysis)
         decision = refusal.decide(selection, analysis, model=self.refusal_model,
-                                  matcher=self.name_matcher)
+                                  matcher=self.name_matcher,
+                                  embedder_id=getattr(self.embedder, "id", None))
         if decision.refuse:
             logger.info("extractive refusal: %s", "; ".join(decision.reasons))
             text = prompts.phrase("refusal", lang, self.settings)

@@ -28,8 +28,12 @@ class Name:
     """A run of capitalised words of the question ("Xi Jinping", "UN") and its spelling keys."""
 
     text: str
-    keys: frozenset[str]
+    keys: frozenset[str]  # keys of every word of the run
     words: tuple[str, ...]  # the case-folded words of the run that carry the name
+    # Keys of the run's last word: the surname or head noun ("Гутерреш" of "Антоніу Гутерреш",
+    # "Korean" of "North Korean"), which must be there for the name to be.
+    head: frozenset[str] = frozenset()
+    size: int = 1  # words in the run, short ones included ("Си Дзинпин" is two)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,11 @@ def _sentence_starts(text: str, toks: list[Token]) -> set[int]:
     return starts
 
 
+def _possessive(word: str) -> str:
+    """"leff's" -> "leff": an English possessive is not part of the name."""
+    return word[:-2] if word.endswith("'s") and len(word) > 3 else word
+
+
 def _names(question: str, toks: list[Token]) -> list[Name]:
     """Runs of capitalised words that are not a sentence's first word, a function or question
     word, or a month/weekday; a run followed by an article word ("the Serbian article") names
@@ -96,19 +105,25 @@ def _names(question: str, toks: list[Token]) -> list[Name]:
     starts = _sentence_starts(text, toks)
     out: list[Name] = []
     run: list[Token] = []
-    for i, t in enumerate([*toks, None]):
+    padded = [*toks, None]
+    for i, t in enumerate(padded):
         capital = (t is not None and i not in starts and t.text[:1].isupper()
-                   and t.norm not in STOPWORDS and t.norm not in QUESTION_WORDS
                    and not is_calendar_word(t.norm))
+        if capital and (t.norm in STOPWORDS or t.norm in QUESTION_WORDS):
+            # A capitalised function word inside a sentence is part of a name when another
+            # capitalised word follows ("Си Дзинпин"), else it is not one ("What did We ...").
+            nxt = padded[i + 1]
+            capital = (nxt is not None and i + 1 not in starts and nxt.text[:1].isupper()
+                       and nxt.norm not in STOPWORDS)
         if capital:
             run.append(t)
             continue
         source = t is not None and lang_packs.matches("article_words", t.norm)
         useful = [r for r in run if len(r.norm) >= 3 or r.text.isupper()]
         if useful and not source:
-            out.append(Name(" ".join(r.text for r in run),
-                            frozenset().union(*(name_token_keys(r.norm) for r in useful)),
-                            tuple(r.norm for r in useful)))
+            keys = [name_token_keys(_possessive(r.norm)) for r in useful]
+            out.append(Name(" ".join(r.text for r in run), frozenset().union(*keys),
+                            tuple(_possessive(r.norm) for r in useful), keys[-1], len(run)))
         run = []
     return out
 

@@ -1,10 +1,12 @@
 """Refusal by evidence: does the selected evidence answer the question? (No LLM involved.)
 
 Two checks are hard, because no score can outweigh them:
-1. **names**: every name the question asks about ("Xi Jinping", "Kursk") occurs in the retrieved
-   passages, in any script (spelling keys and consonant skeletons, `rag.terms`), or, when it is
-   spelled differently in another language (Japan/Япония), has a capitalised word there whose
-   multilingual e5 vector is close to its own (`NameMatcher`);
+1. **names**: every name of several words the question asks about ("Xi Jinping", "Steve
+   Bannon") has its head word (the surname) in the retrieved passages, in any script (spelling
+   keys and consonant skeletons, `rag.terms`), or, when enabled, a capitalised word there whose
+   multilingual e5 vector is close to its own (`NameMatcher`; measured: it matches wrong names
+   as often as right ones, so it is off unless `name_similarity` <= 1). A missing one-word
+   name (often an exonym or adjective: Germany/Німеччина) is a feature of the score instead;
 2. **the kind of answer**: the kind asked first ("how many", "when", "what date", "how much did
    it cost", "what range", "who") is held by an evidence sentence: a number (next to the counted
    thing when that is spelled alike), a date, a year, a currency amount, a measure with its unit,
@@ -40,12 +42,16 @@ from .types import Evidence
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = Path(__file__).resolve().parent / "data" / "refusal.json"
-FEATURES = ("best_dense", "coverage", "best_lexical")
+FEATURES = ("best_dense", "coverage", "best_lexical", "missing_words")
 
 
 @dataclass(frozen=True)
 class RefusalModel:
-    """P(answerable) = sigmoid(bias + sum(weight_i * feature_i)); refuse below `threshold`."""
+    """P(answerable) = sigmoid(bias + sum(weight_i * feature_i)); refuse below `threshold`.
+
+    The features include e5 cosines, whose scale belongs to one embedding model: the score is
+    used only with the embedder it was fitted for (`embedder`); with another one only the hard
+    checks decide (and a warning says to refit)."""
 
     weights: tuple[float, ...]
     bias: float
@@ -53,6 +59,10 @@ class RefusalModel:
     name_similarity: float  # e5 cosine of two spellings of one name (word vs word)
     count_span: int  # tokens between a number and the thing it counts
     fitted: str = ""  # how the numbers were obtained (command and data)
+    embedder: str = ""  # id of the embedder the score was fitted with
+
+    def applies_to(self, embedder_id: str | None) -> bool:
+        return not self.embedder or embedder_id is None or embedder_id == self.embedder
 
     def probability(self, features: Sequence[float]) -> float:
         z = self.bias + sum(w * x for w, x in zip(self.weights, features, strict=True))
@@ -65,7 +75,8 @@ def load_model(path: Path = MODEL_FILE) -> RefusalModel:
         raise ValueError(f"{path}: features must be {FEATURES}, got {data.get('features')}")
     return RefusalModel(tuple(float(w) for w in data["weights"]), float(data["bias"]),
                         float(data["threshold"]), float(data["name_similarity"]),
-                        int(data["count_span"]), str(data.get("fitted", "")))
+                        int(data["count_span"]), str(data.get("fitted", "")),
+                        str(data.get("embedder", "")))
 
 
 @functools.cache
@@ -137,8 +148,9 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
     numbers = [i for i, t in enumerate(toks) if is_number(t.norm)]
     if not numbers:
         return False
-    where = [i for term in counted for i, t in enumerate(toks)
-             if not term.keys.isdisjoint(stems(t.norm))]
+    # Four folded letters: the inflections of one noun (танків/танкове, tanks) meet.
+    heads = {k[:4] for term in counted for k in term.keys if not k.startswith("~")}
+    where = [i for i, t in enumerate(toks) if any(k[:4] in heads for k in stems(t.norm))]
     if not where:
         return True
     return any(abs(i - n) <= span for i in where for n in numbers)
@@ -150,10 +162,22 @@ def _has_person(text: str, question_keys: frozenset[str]) -> bool:
     return any(question_keys.isdisjoint(stems(w.casefold())) for w in _capitalised(text))
 
 
+def _mentions_a_name(text: str, analysis: QuestionAnalysis) -> bool:
+    """Whether `text` names one of the question's names (any word of it, any spelling); true
+    for a question without names."""
+    if not analysis.names:
+        return True
+    keys = name_keys(text) | term_set(text)
+    return any(not n.keys.isdisjoint(keys) for n in analysis.names)
+
+
 def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
                  count_span: int) -> bool:
-    """Whether evidence holds the asked-for kind of answer."""
+    """Whether evidence holds the asked-for kind of answer, about one of the question's names
+    ("How many votes did McGinty get?" is not answered by another candidate's number)."""
     text = _evidence_text(ev)
+    if not _mentions_a_name(text, analysis):
+        return False
     if answer_type == PERSON:
         return _has_person(ev.sentence.text, analysis.question_keys)
     if not satisfies(answer_type, text):
@@ -174,26 +198,40 @@ def term_coverage(selection: Selection, terms: Sequence[Term]) -> float:
     return sum(t.found_in(have) for t in terms) / len(terms)
 
 
-def features(selection: Selection, analysis: QuestionAnalysis) -> tuple[float, ...]:
+def features(selection: Selection, analysis: QuestionAnalysis,
+             missing_words: int = 0) -> tuple[float, ...]:
+    """(best e5 sentence similarity, share of question terms in the passages, best lexical
+    match among the top evidence, one-word names of the question no passage has)."""
     best_dense = max((c.dense for c in selection.ranked), default=0.0)
     best_lexical = max((c.lexical for c in selection.ranked[:6]), default=0.0)
-    return (best_dense, term_coverage(selection, analysis.terms), best_lexical)
+    return (best_dense, term_coverage(selection, analysis.terms), best_lexical,
+            float(missing_words))
+
+
+def _passage_keys(selection: Selection) -> set[str]:
+    """Spelling keys of every word of the retrieved passages, and the consonant keys of their
+    capitalised words (a name may be written in lower case as an adjective: Republican /
+    републиканската)."""
+    have: set[str] = set()
+    for c in selection.ranked:
+        lang = c.sentence.language or None
+        have |= name_keys(c.sentence.text, lang) | term_set(c.sentence.text, lang)
+    return have
 
 
 def missing_names(selection: Selection, analysis: QuestionAnalysis,
                   matcher: NameMatcher | None, similarity: float) -> list[str]:
-    """The question's names that no retrieved passage mentions in any spelling."""
-    have: set[str] = set()
-    for c in selection.ranked:
-        have |= name_keys(c.sentence.text, c.sentence.language or None)
-    missing = [n for n in analysis.names if n.keys.isdisjoint(have)]
-    if not missing or matcher is None:
+    """The question's names whose head word (the surname, the last word of the run) no retrieved
+    passage has in any spelling: "Антоніу Гутерреш" is not there because "Антоніу" is."""
+    have = _passage_keys(selection)
+    missing = [n for n in analysis.names if (n.head or n.keys).isdisjoint(have)]
+    if not missing or matcher is None or similarity > 1.0:
         return [n.text for n in missing]
     candidates = list(dict.fromkeys(w for c in selection.ranked
                                     for w in _capitalised(c.sentence.text)))
     out = []
     for n in missing:
-        score = matcher.best(n.text, candidates)
+        score = matcher.best(n.words[-1] if n.words else n.text, candidates)
         if score < similarity:
             out.append(n.text)
         else:
@@ -201,15 +239,28 @@ def missing_names(selection: Selection, analysis: QuestionAnalysis,
     return out
 
 
+@functools.cache
+def _warn_other_embedder(model: RefusalModel, embedder_id: str | None) -> None:
+    logger.warning("the refusal score in %s was fitted with %s, not %s: only the name and "
+                   "answer-type checks refuse; refit it with benchmarks/fit_refusal.py",
+                   MODEL_FILE, model.embedder, embedder_id)
+
+
 def decide(selection: Selection, analysis: QuestionAnalysis, *,
            model: RefusalModel | None = None,
-           matcher: NameMatcher | None = None) -> RefusalDecision:
-    """Whether the selected evidence answers the question (see the module docstring)."""
+           matcher: NameMatcher | None = None, embedder_id: str | None = None) -> RefusalDecision:
+    """Whether the selected evidence answers the question (see the module docstring).
+    `embedder_id` is the id of the embedder behind the selection's similarities: the score
+    applies only to the one it was fitted with."""
     model = model or default_model()
     if not selection.evidence:
         return RefusalDecision(True, ("no evidence",), probability=0.0)
-    reasons = [f"{n!r} is not in the articles"
-               for n in missing_names(selection, analysis, matcher, model.name_similarity)]
+    # A name of several words ("Steve Bannon") whose head no passage has is not in the articles:
+    # refuse. A one-word name may be an exonym or an adjective spelled differently in every
+    # language (Germany/Німеччина, Chinese/китайски), so it only weighs in the score.
+    missing = missing_names(selection, analysis, matcher, model.name_similarity)
+    multi = {n.text for n in analysis.names if n.size > 1}
+    reasons = [f"{n!r} is not in the articles" for n in missing if n in multi]
 
     wanted = list(analysis.answer_types)
     if analysis.wants_person and not wanted:
@@ -222,9 +273,11 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
             reasons.append(f"no {t} in the evidence")
         typed.extend(h for h in hits if h not in typed)
 
-    feats = features(selection, analysis)
+    feats = features(selection, analysis, sum(n not in multi for n in missing))
     p = model.probability(feats)
-    if p < model.threshold:
+    if not model.applies_to(embedder_id):
+        _warn_other_embedder(model, embedder_id)
+    elif p < model.threshold:
         reasons.append(f"low score (P(answerable) {p:.2f}; best sentence {feats[0]:.3f}, "
                        f"term coverage {feats[1]:.2f}, lexical {feats[2]:.2f})")
     return RefusalDecision(bool(reasons), tuple(reasons), tuple(typed), feats[1], p, feats)

@@ -110,9 +110,12 @@ def test_the_calibrated_score_refuses_an_off_topic_question():
             return np.tile(v, (len(texts), 1))
 
     sel, analysis = _sel("How do I bake banana bread?", "en", [("a", "bg", TANKS)], Unrelated())
-    d = refusal.decide(sel, analysis)
+    model = refusal.default_model()
+    d = refusal.decide(sel, analysis, embedder_id=model.embedder)
     assert d.refuse and d.probability < refusal.default_model().threshold
     assert any("low score" in r for r in d.reasons)
+    # With another embedder the cosines mean something else: only the hard checks decide.
+    assert not refusal.decide(sel, analysis, embedder_id="flat").refuse
 
 
 def test_the_model_file_is_checked(tmp_path):
@@ -123,7 +126,7 @@ def test_the_model_file_is_checked(tmp_path):
         refusal.load_model(path)
     m = refusal.default_model()
     assert m.fitted  # says how it was fitted
-    lo, hi = [0.75, 0.2, 0.0], [0.9, 1.0, 1.0]
+    lo, hi = [0.75, 0.2, 0.0, 1.0], [0.9, 1.0, 1.0, 0.0]
     assert m.probability(hi) > m.probability(lo)
 
 
