@@ -1,4 +1,5 @@
-"""`rag` command line: index, retrieve, ask, eval, serve, mcp. The only place in rag/ that prints."""
+"""`rag` command line: index, retrieve, ask, eval, serve, mcp. The only place in rag/ that
+prints."""
 
 from __future__ import annotations
 

@@ -289,9 +289,9 @@ def test_an_error_after_the_stream_started_arrives_as_an_error_event(settings):
             yield ("delta", "Almost")
             raise RagError("The LLM stopped: Ollama crashed; restart it.")
 
-    with ServerThread(build_app(MidStream(), settings)) as srv:
-        with pytest.raises(openai.APIError, match="Ollama crashed"):
-            list(ask(openai_client(srv.url), stream=True))
+    with (ServerThread(build_app(MidStream(), settings)) as srv,
+          pytest.raises(openai.APIError, match="Ollama crashed")):
+        list(ask(openai_client(srv.url), stream=True))
 
 
 def test_auth_on_every_route_when_a_key_is_set(settings_factory):
@@ -344,14 +344,14 @@ def test_busy_server_answers_429_instead_of_queueing(settings_factory):
             t.join()
         assert first["out"].choices[0].message.content
         # the slot was given back
-        assert ask(openai_client(srv.url), stream=True)
+        assert list(ask(openai_client(srv.url), stream=True))
 
 
 def test_a_wait_that_runs_out_gets_503(settings_factory):
     settings = settings_factory(api_concurrency=1, api_max_waiting=1, api_wait_seconds=0.2)
     pipe = BlockingPipe()
     with ServerThread(build_app(pipe, settings)) as srv:
-        t = threading.Thread(target=lambda: ask(openai_client(srv.url), stream=True))
+        t = threading.Thread(target=lambda: list(ask(openai_client(srv.url), stream=True)))
         t.start()
         pipe.entered.acquire()
         try:
@@ -416,3 +416,20 @@ def test_generate_mode_through_the_api_with_fake_ollama(settings_factory, hash_e
             assert final.model_extra["newsrag"]["mode"] == "generate"
             streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
             assert streamed.startswith(final.model_extra["newsrag"]["answer"])
+
+
+def test_the_chat_server_serves_the_api_too(settings_factory):
+    """rag.ui.launch mounts /v1 and /health on Gradio's own app, beside the chat."""
+    from tests.ui_support import free_port, start_app
+
+    settings = settings_factory(port=free_port())
+    demo, url = start_app(Pipe(), settings)
+    try:
+        assert httpx.get(url).status_code == 200  # the chat page
+        client = openai_client(url)
+        assert [m.id for m in client.models.list().data][0] == "newsrag"
+        chunks = list(ask(client, stream=True))
+        assert chunks[-1].model_extra["newsrag"]["citations"][0]["source"] == SOURCE
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    finally:
+        demo.close()

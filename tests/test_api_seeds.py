@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.api_support import START_DEADLINE_S, openai_client
+from tests.api_support import openai_client
 from tests.ui_support import ROOT, SEEDS, free_port, seed_index_copy, start_app
 
 pytestmark = pytest.mark.slow
