@@ -1,4 +1,5 @@
-"""`rag` command line: index, retrieve, ask, eval. The only place in rag/ that prints."""
+"""`rag` command line: index, retrieve, ask, eval, serve, mcp. The only place in rag/ that
+prints."""
 
 from __future__ import annotations
 
@@ -191,6 +192,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _ready_pipeline(args: argparse.Namespace, **extra):
+    """A pipeline for a long-running server: the index built if missing, models warmed."""
+    settings = _settings(args, **extra)
+    pipe = _pipeline(settings, args, need_llm=settings.mode != "extractive")
+    pipe.ensure_index(progress=_progress_bar("indexing"))
+    pipe.warm()
+    return settings, pipe
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .api.http import serve
+
+    settings, pipe = _ready_pipeline(args, host=args.host, port=args.port)
+    print(f"OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
+          f"(models newsrag, newsrag-generate, newsrag-extractive); Ctrl+C stops it",
+          file=sys.stderr)
+    serve(pipe, settings)
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    try:
+        from .api import mcp_server
+    except ImportError as e:
+        raise RagError(f"The MCP server needs the mcp package ({e}): pip install -e '.[mcp]'") \
+            from e
+
+    settings, pipe = _ready_pipeline(args)
+    server = mcp_server.build_mcp(pipe, settings)
+    if args.http:
+        host, port = args.host or settings.host, args.port or settings.mcp_port
+        print(f"MCP server (streamable HTTP) at http://{host}:{port}/mcp; Ctrl+C stops it",
+              file=sys.stderr)
+        mcp_server.run_http(server, settings, host, port)
+    else:
+        mcp_server.run_stdio(server)  # stdout belongs to the protocol from here on
+    return 0
+
+
 def _public_settings(settings: Settings) -> dict:
     d = settings.model_dump(mode="json")
     for secret in ("openai_api_key", "auth_password"):
@@ -237,6 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min", action="append", metavar="METRIC=VALUE",
                    help="fail (exit 1) when a metric is below VALUE, e.g. --min hit@5=1.0")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("serve", help="serve the OpenAI-compatible API (/v1) without the chat")
+    s.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 7860)")
+    s.add_argument("--mode", choices=["auto", "generate", "extractive"],
+                   help="default answer mode (each request picks one through its model)")
+    s.add_argument("--backend", choices=["ollama", "openai", "llamacpp"])
+    s.add_argument("--model", help="LLM model name (or GGUF path for llamacpp)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("mcp", help="run the MCP server (stdio; --http for streamable HTTP)")
+    s.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp")
+    s.add_argument("--host", help="address to bind with --http (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port with --http (default 7861)")
+    s.add_argument("--mode", choices=["auto", "generate", "extractive"])
+    s.add_argument("--backend", choices=["ollama", "openai", "llamacpp"])
+    s.add_argument("--model", help="LLM model name (or GGUF path for llamacpp)")
+    s.set_defaults(func=cmd_mcp)
     return p
 
 

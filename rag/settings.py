@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -95,6 +95,22 @@ class Settings(BaseSettings):
     auth_password: str | None = None
     max_upload_bytes: int = 1_000_000
     concurrency_limit: int = 1
+
+    # --- OpenAI-compatible API and MCP server (rag/api/) ---------------------------------------
+    # Bearer token for /v1 and /health (and MCP over HTTP); None leaves them open on localhost.
+    api_key: SecretStr | None = None
+    api_max_request_bytes: int = Field(default=256_000, ge=1_000)
+    # A chat client re-sends the whole conversation: beyond this many messages it is refused
+    # (413); of an accepted one only the last `api_history_messages` earlier turns are used,
+    # which is all the follow-up condensing needs.
+    api_max_messages: int = Field(default=200, ge=1)
+    api_history_messages: int = Field(default=10, ge=0)
+    # Answers computed at once; further requests wait (at most api_max_waiting of them, for at
+    # most api_wait_seconds) and are then refused with 429 / 503 instead of queueing unbounded.
+    api_concurrency: int = Field(default=2, ge=1)
+    api_max_waiting: int = Field(default=16, ge=0)
+    api_wait_seconds: float = Field(default=120.0, gt=0)
+    mcp_port: int = 7861
 
     @field_validator("chunk_overlap")
     @classmethod
