@@ -8,7 +8,7 @@ Bosnian: the Serbian pack lists all three, and the raw guess is kept next to the
 A question is short, so the closed set matters: it is identified among the languages answers
 are given in plus the languages of the indexed articles (`detect_question`), never among every
 language lingua knows; and a function or question word that only one of those languages has
-("кой", "кој", "хто") decides before lingua's letter statistics do. Between a language answers
+("кой", "кој", "хто") adds to lingua's letter statistics. Between a language answers
 are given in and an article-only language (Bulgarian and Russian share most short words), the
 former wins unless lingua is clearly surer of the latter.
 """
@@ -30,6 +30,8 @@ _ARTICLE_EXTRA = ("GERMAN", "FRENCH", "SPANISH", "ITALIAN", "SLOVAK")
 # How much surer (lingua confidence, 0..1) an article-only language must be than the best
 # language answers are given in, for a question to be taken as written in it.
 QUESTION_OTHER_MARGIN = 0.5
+# What one closed-class word that only one candidate language has adds to lingua's confidence.
+DISTINCTIVE_WEIGHT = 0.5
 
 
 # Display names of article languages: every pack's, plus those articles may be in without one.
@@ -102,11 +104,6 @@ def detect_question(text: str, article_languages: Iterable[str] = (),
     answer_langs = set(lang_packs.LANGUAGES)
     codes = answer_langs | {c for c in article_languages if lang_packs.pack(c) is not None}
     hits = _distinctive(text, sorted(codes))
-    most = max(hits.values())
-    leaders = [c for c, n in hits.items() if n == most]
-    if most > 0 and len(leaders) == 1:
-        raw = next((ln for ln in lang_packs.packs()[leaders[0]].lingua), "")
-        return leaders[0], raw.lower()
     names = _lingua_names(sorted(codes))
     values = _detector(names).compute_language_confidence_values(text)
     to_code = _lingua_to_code()
@@ -117,6 +114,8 @@ def detect_question(text: str, article_languages: Iterable[str] = (),
             best[code] = (v.value, v.language.iso_code_639_1.name.lower())
     if not best or max(v for v, _ in best.values()) <= 0.0:
         return default, ""
+    # Each distinctive closed-class word counts as much as half of lingua's confidence.
+    best = {c: (v + DISTINCTIVE_WEIGHT * hits.get(c, 0), raw) for c, (v, raw) in best.items()}
     ours = max((c for c in best if c in answer_langs), key=lambda c: best[c][0], default=None)
     top = max(best, key=lambda c: best[c][0])
     if ours is not None and top not in answer_langs and (

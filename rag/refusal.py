@@ -172,11 +172,12 @@ def _mentions_a_name(text: str, analysis: QuestionAnalysis) -> bool:
 
 
 def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
-                 count_span: int) -> bool:
-    """Whether evidence holds the asked-for kind of answer, about one of the question's names
-    ("How many votes did McGinty get?" is not answered by another candidate's number)."""
+                 count_span: int, passage: str = "") -> bool:
+    """Whether evidence holds the asked-for kind of answer, in a passage about one of the
+    question's names ("How many votes did McGinty get?" is not answered by another candidate's
+    number; "he said two or three times" is, when the passage names him)."""
     text = _evidence_text(ev)
-    if not _mentions_a_name(text, analysis):
+    if not _mentions_a_name(f"{passage} {text}", analysis):
         return False
     if answer_type == PERSON:
         return _has_person(ev.sentence.text, analysis.question_keys)
@@ -265,10 +266,14 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
     wanted = list(analysis.answer_types)
     if analysis.wants_person and not wanted:
         wanted = [PERSON]
+    passages: dict[str, list[str]] = {}
+    for sent in selection.sentences:
+        passages.setdefault(sent.chunk_id, []).append(sent.text)
     typed: list[int] = []
     for t in wanted:
         hits = [ev.n for ev in selection.evidence
-                if answers_type(t, ev, analysis, model.count_span)]
+                if answers_type(t, ev, analysis, model.count_span,
+                                " ".join(passages.get(ev.sentence.chunk_id, ())))]
         if not hits:
             reasons.append(f"no {t} in the evidence")
         typed.extend(h for h in hits if h not in typed)
