@@ -272,6 +272,19 @@ def calibration(probs: Sequence[float], labels: Sequence[int], bins: int = 5) ->
     return {"brier": brier, "bins": out}
 
 
+def _without_json(args: list[str]) -> list[str]:
+    """The command line without its --json output path (not part of how the model was fitted)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--json":
+            skip = True
+        elif not a.startswith("--json="):
+            out.append(a)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topics", help="comma-separated topic names (default: every topic with "
@@ -345,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         data.update(weights=[round(w, 4) for w in final.weights], bias=round(final.bias, 4),
                     threshold=round(final.threshold, 3),
                     fitted="python benchmarks/fit_refusal.py " + " ".join(
-                        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+                        shlex.quote(a) for a in _without_json(
+                            list(argv if argv is not None else sys.argv[1:])))
+                    + "  (report: benchmarks/results/refusal.md)")
         refusal.MODEL_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {refusal.MODEL_FILE}", file=sys.stderr)
     return 0

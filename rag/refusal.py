@@ -152,7 +152,9 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
     heads = {k[:4] for term in counted for k in term.keys if not k.startswith("~")}
     where = [i for i, t in enumerate(toks) if any(k[:4] in heads for k in stems(t.norm))]
     if not where:
-        return True
+        # The counted thing is written in another language: only a number in digits counts
+        # ("одна з країн", "one of the countries" count nothing).
+        return any(toks[i].norm[:1].isdigit() for i in numbers)
     return any(abs(i - n) <= span for i in where for n in numbers)
 
 
@@ -173,9 +175,10 @@ def _mentions_a_name(text: str, analysis: QuestionAnalysis) -> bool:
 
 def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
                  count_span: int, passage: str = "") -> bool:
-    """Whether evidence holds the asked-for kind of answer, in a passage about one of the
-    question's names ("How many votes did McGinty get?" is not answered by another candidate's
-    number; "he said two or three times" is, when the passage names him)."""
+    """Whether evidence holds the asked-for kind of answer, in an article (`passage`: its
+    retrieved text) about one of the question's names ("How many votes did McGinty get?" is
+    not answered by another candidate's number; "he said two or three times" is, when the
+    article names him)."""
     text = _evidence_text(ev)
     if not _mentions_a_name(f"{passage} {text}", analysis):
         return False
@@ -266,14 +269,16 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
     wanted = list(analysis.answer_types)
     if analysis.wants_person and not wanted:
         wanted = [PERSON]
-    passages: dict[str, list[str]] = {}
+    # What each article says in the retrieved passages: the asked-about name may stand in
+    # another sentence of the article than the one with the number ("Той добави ...").
+    articles: dict[str, list[str]] = {}
     for sent in selection.sentences:
-        passages.setdefault(sent.chunk_id, []).append(sent.text)
+        articles.setdefault(sent.source, []).append(sent.text)
     typed: list[int] = []
     for t in wanted:
         hits = [ev.n for ev in selection.evidence
                 if answers_type(t, ev, analysis, model.count_span,
-                                " ".join(passages.get(ev.sentence.chunk_id, ())))]
+                                " ".join(articles.get(ev.sentence.source, ())))]
         if not hits:
             reasons.append(f"no {t} in the evidence")
         typed.extend(h for h in hits if h not in typed)
