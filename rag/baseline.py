@@ -21,6 +21,10 @@ from .types import Answer, Backend, Chunk, Citation, Retrieved, Timings
 logger = logging.getLogger(__name__)
 
 
+def _relative(path: Path, root: Path) -> str:
+    return path.name if root.is_file() else path.relative_to(root).as_posix()
+
+
 class NaivePipeline:
     def __init__(self, settings, embedder: Embedder, chat_model: Any = None,
                  data_dir: Path | None = None):
@@ -28,8 +32,11 @@ class NaivePipeline:
         from llama_index.core.llms import MockLLM
 
         self.settings = settings
-        files = [str(p) for p in list_files(Path(data_dir or settings.data_dir))]
-        self._texts = {Path(f).name: Path(f).read_text(encoding="utf-8") for f in files}
+        root = Path(data_dir or settings.data_dir)
+        files = list_files(root)
+        # Sources are named as the product names them: the path relative to the data folder.
+        self._texts = {_relative(f, root): f.read_text(encoding="utf-8", errors="replace")
+                       for f in files}
         t0 = time.perf_counter()
         # What SimpleDirectoryReader gives for a .txt file, without its optional-reader warnings.
         docs = [Document(text=t, metadata={"file_name": name}) for name, t in self._texts.items()]

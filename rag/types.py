@@ -56,6 +56,13 @@ class Retrieved:
     score: float
     dense_rank: int | None = None
     bm25_rank: int | None = None
+    # Other articles that carry the same passage (a wire story copied by several outlets):
+    # collapsed into this hit so that copies do not crowd the top k, kept as extra sources.
+    also: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.chunk.source, *self.also)
 
     def to_json(self) -> dict[str, Any]:
         c = self.chunk
@@ -63,6 +70,7 @@ class Retrieved:
             "rank": self.rank,
             "score": round(self.score, 6),
             "source": c.source,
+            "also": list(self.also),
             "chunk_id": c.id,
             "start": c.start,
             "end": c.end,

@@ -555,7 +555,10 @@ def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
     if settings.auth_user and settings.auth_password:
         auth = (settings.auth_user, settings.auth_password)
     demo.queue(default_concurrency_limit=settings.concurrency_limit)
-    logger.info("serving the chat UI at http://%s:%d", settings.host, settings.port)
+    from .api.http import api_routes
+
+    logger.info("serving the chat UI at http://%s:%d (OpenAI-compatible API at /v1)",
+                settings.host, settings.port)
     demo.launch(
         server_name=settings.host, server_port=settings.port, share=False, auth=auth,
         prevent_thread_lock=prevent_thread_lock, show_error=True, ssr_mode=False,
@@ -565,5 +568,7 @@ def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
         theme=gr.themes.Soft(font=("ui-sans-serif", "system-ui", "sans-serif"),
                              font_mono=("ui-monospace", "monospace")),
         css=CSS, head=HEAD,
+        # The OpenAI-compatible API (/v1, /health) on the same server, ahead of Gradio's routes.
+        app_kwargs={"routes": api_routes(pipeline, settings)},
     )
     return demo

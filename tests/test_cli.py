@@ -14,8 +14,8 @@ from rag import cli
 
 from .conftest import ROOT, HashEmbedder
 
-RETRIEVED_KEYS = {"rank", "score", "source", "chunk_id", "start", "end", "lines", "text", "title",
-                  "language"}
+RETRIEVED_KEYS = {"rank", "score", "source", "also", "chunk_id", "start", "end", "lines", "text",
+                  "title", "language"}
 
 
 @pytest.fixture
@@ -120,6 +120,46 @@ def test_eval_writes_outputs_and_min_thresholds_set_the_exit_code(run, seeds_cop
     code, _, err = run("eval", "--questions", str(tiny_questions), "--out", str(out_dir),
                        "--retrieval-only", "--min", "hit@5=1.01")
     assert code == 1 and "hit@5" in err
+
+
+def test_eval_corpus_indexes_the_folder_into_its_own_index(run, seeds_copy, tmp_path,
+                                                          monkeypatch):
+    """`rag eval --corpus DIR`: sources are paths relative to DIR, sub-folders included, and the
+    corpus gets an index of its own under the cache dir, reused (not rebuilt) the next time."""
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "topic"
+    (corpus / "uk").mkdir(parents=True)
+    (corpus / "bg").mkdir()
+    for f in seeds_copy.glob("*.txt"):
+        (corpus / ("bg" if f.name.startswith("003") else "uk") / f.name).write_bytes(
+            f.read_bytes())
+    qs = tmp_path / "topic.jsonl"
+    qs.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"id": "c1", "lang": "en", "question": "Колко артилерийски снаряда?", "answerable": True,
+         "sources": ["bg/003_101aaf086d020251.txt"], "facts": [["5 милиона"]],
+         "evidence": ["5 милиона артилерийски снаряда"]},
+        {"id": "c2", "lang": "uk", "question": "Ашот Мкртичев санкції", "answerable": True,
+         "sources": ["uk/002_a6ed56d92cdbdb72.txt"], "facts": [["Мкртичев"]],
+         "evidence": ["громадянина Словаччини Ашота Мкртичева"]},
+    ]) + "\n", encoding="utf-8")
+    out_dir = tmp_path / "run"
+    code, out, err = run("eval", "--corpus", str(corpus), "--questions", str(qs), "--out",
+                         str(out_dir), "--retrieval-only")
+    assert code == 0, err
+    assert "5 indexed" in err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["overall"]["hit@5"] == 1.0
+    assert [p.name.startswith("topic-") for p in (tmp_path / "cache" / "indexes").iterdir()] \
+        == [True]
+    code, _, err = run("eval", "--corpus", str(corpus), "--questions", str(qs), "--out",
+                       str(out_dir), "--retrieval-only")
+    assert code == 0 and "0 indexed" in err and "5 unchanged" in err
+    # A question set whose sources are not in the corpus is refused before anything runs.
+    code, _, err = run("eval", "--corpus", str(seeds_copy), "--questions", str(qs),
+                       "--retrieval-only")
+    assert code == 2 and "source file not found" in err
+    code, _, err = run("eval", "--corpus", str(tmp_path / "nope"), "--questions", str(qs))
+    assert code == 2 and "no such folder" in err
 
 
 @pytest.mark.slow

@@ -70,3 +70,31 @@ def test_unknown_sentence_transformers_model_fails_with_advice(monkeypatch):
     emb = SentenceTransformerEmbedder("no-such-org/no-such-model")
     with pytest.raises(RagError, match="sentence-transformers|HF_HUB_OFFLINE|extra"):
         emb.embed_queries(["x"])
+
+
+def test_cached_embedder_encodes_each_text_once_across_processes(tmp_path):
+    from rag.embed import CachedEmbedder
+    from tests.conftest import HashEmbedder
+
+    inner = HashEmbedder()
+    cache = CachedEmbedder(inner, tmp_path / "vec.sqlite")
+    first = cache.embed_passages(["один текст", "another text", "один текст"])
+    assert inner.calls == [("passage", 3)] and cache.misses == 3
+    again = CachedEmbedder(HashEmbedder(), tmp_path / "vec.sqlite")  # a new process, same file
+    second = again.embed_passages(["another text", "один текст", "new one"])
+    assert again.hits == 2 and again.misses == 1 and again.inner.calls == [("passage", 1)]
+    np.testing.assert_allclose(second[0], first[1])
+    np.testing.assert_allclose(second[1], first[0])
+    # Queries and passages of one text are different vectors for e5: cached apart.
+    again.embed_queries(["один текст"])
+    assert again.inner.calls[-1] == ("query", 1)
+    assert cache.embed_passages([]).shape[0] == 0
+
+
+def test_cached_embedder_keys_on_the_model(tmp_path):
+    from rag.embed import CachedEmbedder
+    from tests.conftest import HashEmbedder
+
+    CachedEmbedder(HashEmbedder(id="m1"), tmp_path / "v.sqlite").embed_passages(["x y"])
+    other = CachedEmbedder(HashEmbedder(dim=32, id="m2"), tmp_path / "v.sqlite")
+    assert other.embed_passages(["x y"]).shape == (1, 32) and other.misses == 1

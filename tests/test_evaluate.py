@@ -71,6 +71,16 @@ def test_recall_at_k_multi_source_and_duplicates():
     assert recall_at_k(["a"], [], 5) is None
 
 
+def test_a_collapsed_passage_counts_for_every_article_that_carries_it():
+    ranked = [["x"], ["copy1.txt", "gold.txt"], ["y"]]
+    assert hit_at_k(ranked, ["gold.txt"], 1) == 0.0
+    assert hit_at_k(ranked, ["gold.txt"], 2) == 1.0
+    assert reciprocal_rank(ranked, ["gold.txt"]) == 0.5
+    assert recall_at_k([["a", "b"]], ["a", "b", "c"], 1) == pytest.approx(2 / 3)
+    # A plain string is one source, not a set of characters.
+    assert hit_at_k(["ab"], ["a"], 1) == 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # Passage-level evidence metrics
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from rag.retrieve import (
     DenseRetriever,
     HybridRetriever,
     WeightedRRFRetriever,
+    collapse_duplicates,
     hubness,
     load_bm25,
     load_hubness,
@@ -314,6 +315,54 @@ def test_hybrid_drops_a_passage_repeated_in_another_file(corpus, hash_embedder, 
     texts = [h.chunk.text for h in r.retrieve("Šojgu Pjongjang", k=5)]
     assert texts.count(SR[0]) == 1
     assert len(texts) == len(set(texts))
+
+
+def test_hybrid_keeps_the_copy_of_a_passage_as_an_extra_source(corpus, hash_embedder,
+                                                              tmp_path):
+    add_doc(corpus, hash_embedder, "copy.txt", [SR[0], "Drugi pasus kopije."], "sr")
+    r = HybridRetriever(corpus, hash_embedder, top_k=5, candidates=10, bm25_dir=tmp_path / "c")
+    hit = next(h for h in r.retrieve("Šojgu Pjongjang", k=5) if h.chunk.text == SR[0])
+    assert set(hit.sources) == {hit.chunk.source, *hit.also}
+    assert len(hit.sources) == 2 and "copy.txt" in hit.sources
+    assert hit.to_json()["also"] == list(hit.also)
+
+
+WIRE = ("Министърът на финансите обяви в понеделник, че бюджетът за следващата година ще "
+        "предвиди 3 милиарда лева за пенсии и още 500 милиона за здравеопазване.")
+
+
+def _src_chunk(cid: str, source: str, text: str) -> Chunk:
+    return Chunk(id=cid, source=source, text=text, start=0, end=len(text), line_start=1,
+                 line_end=1)
+
+
+def test_near_duplicates_from_other_outlets_collapse_into_one_hit():
+    # Outlets cut the same wire story at different places and add their own sentence.
+    hits = [
+        (_src_chunk("a", "bg/outlet1.txt", WIRE), 0.9, {}),
+        (_src_chunk("b", "bg/outlet2.txt", "Източник: агенция. " + WIRE), 0.8, {}),
+        (_src_chunk("c", "bg/other.txt", "Съвсем друга новина за времето утре в София."), 0.7, {}),
+        (_src_chunk("d", "bg/outlet3.txt", WIRE[: len(WIRE) * 2 // 3]), 0.6, {}),
+    ]
+    got = collapse_duplicates(hits, 5)
+    assert [h.chunk.id for h in got] == ["a", "c"]
+    assert got[0].also == ("bg/outlet2.txt", "bg/outlet3.txt")
+    assert [h.rank for h in got] == [1, 2]
+    # With a threshold of 1.0 only passages wholly inside another one collapse.
+    assert [h.chunk.id for h in collapse_duplicates(hits, 5, overlap=1.0)] == ["a", "c"]
+    unrelated = [(_src_chunk(str(i), f"f{i}.txt", f"Тема номер {i} " + "дума " * i), 1.0, {})
+                 for i in range(3)]
+    assert len(collapse_duplicates(unrelated, 5)) == 3
+
+
+def test_per_source_limit_diversifies_the_top_k_but_never_empties_it():
+    hits = [(_src_chunk(f"a{i}", "a.txt", f"Първи източник абзац {i} " * 5 + str(i)),
+             1 - i / 10, {}) for i in range(4)]
+    hits.append((_src_chunk("b0", "b.txt", "Втори източник с друго съдържание изцяло."), 0.1, {}))
+    got = collapse_duplicates(hits, 3, per_source=2)
+    assert [h.chunk.id for h in got] == ["a0", "a1", "b0"]
+    only_a = collapse_duplicates(hits[:4], 3, per_source=1)
+    assert [h.chunk.id for h in only_a] == ["a0", "a1", "a2"]  # nothing else left: fill
 
 
 def test_hybrid_without_bm25_is_dense_only(corpus, hash_embedder, tmp_path):
