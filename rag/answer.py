@@ -15,6 +15,7 @@ the UI, the CLI, the benchmarks and the tests all run the same code:
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -40,7 +41,9 @@ from .types import Answer, Backend, Chunk, Citation, Evidence, RagError, Retriev
 
 logger = logging.getLogger(__name__)
 
-AnswerEvent = tuple[Literal["delta"], str] | tuple[Literal["answer"], Answer]
+# "reset": forget the text streamed so far (a failed generation is replaced by a fallback).
+AnswerEvent = (tuple[Literal["delta"], str] | tuple[Literal["reset"], str]
+               | tuple[Literal["answer"], Answer])
 
 EXTRACTIVE = Backend("extractive", "")
 # How long a backend's check() result is trusted: a server started later is picked up soon.
@@ -107,6 +110,7 @@ class Answerer:
         """
         t0 = time.perf_counter()
         question = self._validate(question)
+        history = trim_history(history, self.settings.max_history_chars)
         lang, raw = language.detect(question)
         logger.debug("question language %s (raw %s)", lang, raw)
         chosen, no_llm = self._choose_mode(mode)
@@ -121,8 +125,27 @@ class Answerer:
         retrieve_ms = (time.perf_counter() - tr) * 1000
 
         if chosen == "generate":
-            yield from self._generate(question, asked, lang, retrieved, standalone, notes,
+            try:
+                yield from self._generate(question, asked, lang, retrieved, standalone, notes,
+                                          t0, retrieve_ms)
+                return
+            except Exception as e:
+                why = str(e) if isinstance(e, RagError) else f"{type(e).__name__}: {e}"
+                self._backend_failed(why)
+                if (mode or self.settings.mode) != "auto":
+                    if isinstance(e, RagError):
+                        raise
+                    raise RagError(f"The language model failed while answering ({why}).") from e
+                # auto: whatever broke (an error, a 500, a reply that is not JSON, a stream cut
+                # short, a backend that hangs), the user still gets the articles' sentences.
+                logger.warning("generation failed, answering extractively: %s", why)
+                notes = [*notes, prompts.phrase("llm_failed", lang, self.settings)
+                         .replace("{why}", _short(why))]
+                yield ("reset", "")  # the streamed part is replaced by the answer below
+            answer = self._extractive(question, asked, lang, retrieved, standalone, notes,
                                       t0, retrieve_ms)
+            yield ("delta", answer.answer)
+            yield ("answer", answer)
         else:
             answer = self._extractive(question, asked, lang, retrieved, standalone, notes,
                                       t0, retrieve_ms)
@@ -188,6 +211,12 @@ class Answerer:
         run = ", ".join(f"`{c}`" for c in commands) or error or backend
         key = "needs_ollama" if backend == "ollama" else "needs_llm"
         return prompts.phrase(key, lang, self.settings).replace("{run}", run)
+
+    def _backend_failed(self, why: str) -> None:
+        """A generation failed although the check passed: trust the check no longer, so auto
+        mode answers extractively at once instead of trying a dead backend until the TTL."""
+        with self._check_lock:
+            self._check = _Check(False, why, time.monotonic())
 
     def _backend_status(self) -> _Check:
         """chat_model.check(), remembered for CHECK_TTL_S seconds."""
@@ -269,13 +298,15 @@ class Answerer:
         messages = prompts.answer_messages(prompts.render_evidence(evidence), question, lang,
                                            self.settings)
         parts: list[str] = []
-        for piece in model.stream(messages):
+        stream = TimedStream(model, messages, self.settings.llm_first_token_timeout,
+                             self.settings.llm_timeout)
+        for piece in stream:
             if timings["first_token_ms"] is None:
                 timings["first_token_ms"] = (time.perf_counter() - t0) * 1000
             parts.append(piece)
             yield ("delta", piece)
         reply = "".join(parts).strip()
-        usage = dict(model.last_usage or {})
+        usage = dict(stream.usage)
         if cite.is_refusal(reply):
             yield ("answer", self._refusal(question, lang, retrieved, model, standalone, notes,
                                            t0, timings, usage))
@@ -313,6 +344,88 @@ class Answerer:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def trim_history(history: list[dict] | None, limit: int) -> list[dict] | None:
+    """The most recent turns whose text fits in `limit` characters (older ones are dropped:
+    a follow-up refers to what was said last)."""
+    if not history:
+        return history
+    kept: list[dict] = []
+    used = 0
+    for m in reversed(history):
+        n = len(str(m.get("content") or ""))
+        if used + n > limit:
+            logger.info("history trimmed to the last %d of %d messages (%d characters max)",
+                        len(kept), len(history), limit)
+            break
+        kept.append(m)
+        used += n
+    return list(reversed(kept))
+
+
+def _short(why: str, limit: int = 160) -> str:
+    why = " ".join(why.split())
+    return why if len(why) <= limit else why[: limit - 1] + "…"
+
+
+class TimedStream:
+    """A chat model's stream read through a queue, so that the reader can give up: no first
+    token within `first_s`, or no end within `total_s`, raises RagError. The model's stream
+    runs on a daemon thread (a hung HTTP read cannot be interrupted; the thread ends when the
+    client's own timeout fires), and is closed as soon as the reader stops."""
+
+    def __init__(self, model: ChatModel, messages: list, first_s: float, total_s: float):
+        self.model = model
+        self.first_s = first_s
+        self.total_s = total_s
+        self.usage: dict = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(messages,), daemon=True,
+                                        name="llm-stream")
+        self._thread.start()
+
+    def _run(self, messages: list) -> None:
+        gen = None
+        try:
+            gen = self.model.stream(messages)
+            for piece in gen:
+                if self._stop.is_set():
+                    return
+                self._queue.put(("piece", piece))
+            # last_usage is per thread: this thread's stream is the one it describes.
+            self._queue.put(("done", dict(self.model.last_usage or {})))
+        except BaseException as e:  # noqa: BLE001 - handed to the reader
+            self._queue.put(("error", e))
+        finally:
+            if gen is not None and hasattr(gen, "close"):
+                gen.close()
+
+    def __iter__(self) -> Iterator[str]:
+        start = time.monotonic()
+        first = True
+        try:
+            while True:
+                wait = self.first_s if first else self.total_s - (time.monotonic() - start)
+                try:
+                    kind, value = self._queue.get(timeout=max(0.0, wait))
+                except queue.Empty:
+                    raise RagError(
+                        f"the language model sent nothing within {self.first_s:g} s"
+                        if first else
+                        f"the language model did not finish within {self.total_s:g} s"
+                    ) from None
+                if kind == "piece":
+                    first = False
+                    yield value
+                elif kind == "done":
+                    self.usage = value
+                    return
+                else:
+                    raise value
+        finally:
+            self._stop.set()
 
 
 def pick_extractive(selection: Selection, max_sentences: int,

@@ -31,9 +31,11 @@ def _splitter(chunk_size: int, chunk_overlap: int):
     )
 
 
-def chunk_id(sha256: str, start: int, end: int) -> str:
-    """Deterministic id: same file content and span → same id, so re-indexing is idempotent."""
-    return hashlib.sha1(f"{sha256}:{start}:{end}".encode()).hexdigest()[:20]
+def chunk_id(source: str, sha256: str, start: int, end: int) -> str:
+    """Deterministic id: same document, content and span → same id, so re-indexing is
+    idempotent; the document's name is part of it, so a copy of an article under another name
+    gets its own chunks and never overwrites (or, deleted, takes away) the original's."""
+    return hashlib.sha1(f"{source}\x00{sha256}:{start}:{end}".encode()).hexdigest()[:20]
 
 
 def chunk_document(doc: Document, chunk_size: int = 200, chunk_overlap: int = 0) -> list[Chunk]:
@@ -57,7 +59,7 @@ def chunk_document(doc: Document, chunk_size: int = 200, chunk_overlap: int = 0)
             cursor = at + 1
             chunks.append(
                 Chunk(
-                    id=chunk_id(doc.sha256, s, e),
+                    id=chunk_id(doc.source, doc.sha256, s, e),
                     source=doc.source,
                     text=doc.text[s:e],
                     start=s,

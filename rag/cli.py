@@ -125,6 +125,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for kind, payload in pipe.stream(question, mode=args.mode):
             if kind == "delta":
                 print(payload, end="", flush=True)
+            elif kind == "reset":  # generation failed mid-answer: the fallback follows
+                print("\n---", flush=True)
             elif kind == "answer":
                 answer = payload
         print()
@@ -246,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("index", help="index articles (.txt/.md), incrementally")
     s.add_argument("path", nargs="?", help="file or folder (default: settings.data_dir, seeds/)")
-    s.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
+    s.add_argument("--rebuild", action="store_true",
+                   help="build a new index aside (from PATH and the uploads), then switch to it")
     s.set_defaults(func=cmd_index)
 
     for name, func, helptext in (("retrieve", cmd_retrieve, "show the passages for a question"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .chunking import chunk_document
 from .embed import Embedder
-from .ingest import list_files, read_documents
+from .ingest import Skipped, read_documents, scan, source_key
 from .store import ChromaStore
 from .types import IndexReport
 
@@ -33,17 +33,32 @@ def index_path(
 ) -> IndexReport:
     """Bring the index in line with the articles under `path`.
 
-    Unchanged files (same sha256) are skipped, changed ones replaced; with `prune`, documents
-    that were indexed from under `path` but no longer exist there are deleted.
+    Documents are keyed by their path relative to `path` (a folder), or by the file name
+    (a single file). Unchanged files (same sha256, stored chunks matching the record) are
+    skipped, changed ones replaced; with `prune`, documents that were indexed from under
+    `path` but are no longer there (under that key) are deleted. A document left half-written
+    by a crash (its chunks disagree with its record, or chunks without a record) is repaired.
     """
     t0 = time.perf_counter()
-    files = list_files(path)
+    path = Path(path)
+    root = path if path.is_dir() and not path.is_symlink() else None
+    scanned = scan(path)
+    files = [f for f, reason in scanned if reason is None]
+    rejected = [Skipped(str(f), reason) for f, reason in scanned if reason is not None]
+    for r in rejected:
+        logger.warning("skipping %s: %s", r.path, r.reason)
+    keys = {f: source_key(f, root) for f in files}
     known = store.documents()
+    counts = store.chunk_counts()
+    # A crash between a document's writes leaves its chunks disagreeing with its record
+    # (ids are deterministic, so a finished write always matches): such documents are redone.
+    suspect = {s for s, info in known.items() if counts.get(s, 0) != info.chunks}
     # Hash before reading: an unchanged file is not cleaned or language-detected again, so
     # re-indexing an unchanged corpus costs a directory walk and one hash per file.
-    same = {f for f in files if _unchanged(f, known)}
-    docs, skipped = read_documents([f for f in files if f not in same])
-    todo = [d for d in docs if known.get(d.source) is None or known[d.source].sha256 != d.sha256]
+    same = {f for f in files if keys[f] not in suspect and _unchanged(f, known.get(keys[f]))}
+    docs, skipped = read_documents([f for f in files if f not in same], root)
+    todo = [d for d in docs if d.source in suspect or known.get(d.source) is None
+            or known[d.source].sha256 != d.sha256]
     unchanged = len(same) + len(docs) - len(todo)
 
     encode_s = 0.0
@@ -56,10 +71,6 @@ def index_path(
         for i, doc in enumerate(todo):
             if progress:
                 progress(i, len(todo), doc.source)
-            old = known.get(doc.source)
-            if old and old.path and Path(old.path).resolve() != Path(doc.path).resolve():
-                logger.warning("%s replaces the indexed file of the same name from %s",
-                               doc.path, old.path)
             chunks = chunk_document(doc, chunk_size, chunk_overlap)
             te = time.perf_counter()
             vectors = _embed(embedder, [c.text for c in chunks], batch_size)
@@ -75,25 +86,31 @@ def index_path(
         progress(len(todo), len(todo), "")
 
     removed = 0
-    if prune:
-        present = ({d.source for d in docs} | {f.name for f in same}
-                   | {Path(s.path).name for s in skipped})
-        root = path.resolve() if path.is_dir() else None
+    if prune and root is not None:
+        present = set(keys.values())  # unreadable files keep their previous index entry
+        top = root.resolve()
         for source, info in known.items():
-            if source in present or root is None or not info.path:
+            if source in present or not info.path:
                 continue
-            p = Path(info.path).resolve()
-            if p.is_relative_to(root) and not p.exists():
+            p = Path(info.path)
+            # Indexed from under this folder but not there under this name any more: the
+            # file was deleted, is now a symbolic link, or was indexed under another key.
+            if p.absolute().is_relative_to(root.absolute()) or _resolve(p).is_relative_to(top):
                 store.delete_document(source)
                 removed += 1
-                logger.info("removed %s (file deleted)", source)
+                logger.info("removed %s (no longer an article file at %s)", source, p)
+    # Chunks with no document record belong to a write that never finished.
+    orphans = set(counts) - set(known) - {d.source for d in todo}
+    for source in sorted(orphans):
+        store.delete_document(source)
+        logger.info("removed the unfinished chunks of %s", source)
 
     return IndexReport(
         files=len(files),
         indexed=len(todo),
         unchanged=unchanged,
         removed=removed,
-        skipped=tuple((s.path, s.reason) for s in skipped),
+        skipped=tuple((s.path, s.reason) for s in rejected + skipped),
         chunks=written,
         total_chunks=store.count(),
         seconds=time.perf_counter() - t0,
@@ -101,8 +118,25 @@ def index_path(
     )
 
 
-def _unchanged(path: Path, known: dict) -> bool:
-    info = known.get(path.name)
+def merge_reports(reports: list[IndexReport]) -> IndexReport:
+    return IndexReport(
+        files=sum(r.files for r in reports), indexed=sum(r.indexed for r in reports),
+        unchanged=sum(r.unchanged for r in reports), removed=sum(r.removed for r in reports),
+        skipped=tuple(s for r in reports for s in r.skipped),
+        chunks=sum(r.chunks for r in reports), total_chunks=reports[-1].total_chunks,
+        seconds=sum(r.seconds for r in reports),
+        encode_seconds=sum(r.encode_seconds for r in reports),
+    )
+
+
+def _resolve(p: Path) -> Path:
+    try:
+        return p.resolve()
+    except OSError:
+        return p.absolute()
+
+
+def _unchanged(path: Path, info) -> bool:
     if info is None:
         return False
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,38 +58,100 @@ class Skipped:
 
 
 def list_files(path: Path) -> list[Path]:
-    """Article files under `path` (a file or a directory, searched recursively), sorted."""
+    """Article files under `path` (a file or a directory, searched recursively), sorted.
+
+    Only regular files with a supported extension count, and never through a symbolic link:
+    a link inside the folder could point anywhere (`/etc/passwd`), and a linked copy of an
+    article would be indexed twice. `rejected_files` says which files were left out and why.
+    """
+    return [p for p, reason in scan(path) if reason is None]
+
+
+def rejected_files(path: Path) -> list[Skipped]:
+    return [Skipped(str(p), reason) for p, reason in scan(path) if reason is not None]
+
+
+def scan(path: Path) -> list[tuple[Path, str | None]]:
+    """Every candidate file under `path` with the reason it is rejected (None: an article)."""
+    from .types import RagError
+
+    if path.is_symlink():
+        raise RagError(f"{path} is a symbolic link: give the real file or folder")
     if path.is_file():
-        return [path]
-    if not path.exists():
-        from .types import RagError
+        if path.suffix.lower() not in EXTENSIONS:
+            raise RagError(f"{path} is not a .txt or .md article")
+        return [(path, None)]
+    if not path.is_dir():
+        raise RagError(f"{path} does not exist (or is not a regular file or folder): give a "
+                       "file or a folder of .txt/.md articles")
+    out: list[tuple[Path, str | None]] = []
+    # os.walk does not descend into linked folders (followlinks=False).
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            p = Path(dirpath) / name
+            if name.startswith(".") or p.suffix.lower() not in EXTENSIONS:
+                continue  # hidden (e.g. a half-written upload) or not an article type
+            if p.is_symlink():
+                out.append((p, "is a symbolic link (only regular files in the folder are "
+                               "indexed)"))
+            elif not p.is_file():
+                out.append((p, "is not a regular file"))
+            else:
+                out.append((p, None))
+    return sorted(out)
 
-        raise RagError(f"{path} does not exist: give a file or a folder of .txt/.md articles")
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+
+def source_key(file: Path, root: Path | None) -> str:
+    """A document's name: its path relative to the data folder, POSIX style ("bg/a.txt"); a
+    file indexed on its own is named by its file name."""
+    if root is None:
+        return file.name
+    return file.relative_to(root).as_posix()
 
 
-def read_document(path: Path) -> Document | Skipped:
-    """Read and clean one article, or say why it cannot be used."""
+def decode(raw: bytes) -> str:
+    """UTF-8 (with or without BOM), or UTF-16 with a BOM; raises UnicodeDecodeError."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8")
+
+
+def read_document(path: Path, source: str | None = None,
+                  display_path: str | None = None) -> Document | Skipped:
+    """Read and clean one article, or say why it cannot be used. `source` is the document's
+    key (default: the file name); `display_path` the path recorded for it (default: `path`)."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         return Skipped(str(path), f"cannot be read ({e.strerror or e})")
+    return document_from_bytes(raw, source or path.name, display_path or str(path))
+
+
+def document_from_bytes(raw: bytes, source: str, path: str) -> Document | Skipped:
     if not raw.strip():
-        return Skipped(str(path), "is empty")
-    if b"\x00" in raw[:8192]:
-        return Skipped(str(path), "looks binary (contains NUL bytes), not a text article")
+        return Skipped(path, "is empty")
+    is_utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not is_utf16 and b"\x00" in raw[:8192]:
+        return Skipped(path, "looks binary (contains NUL bytes), not a text article")
     try:
-        text = raw.decode("utf-8")
+        text = decode(raw)
     except UnicodeDecodeError as e:
-        return Skipped(str(path), f"is not valid UTF-8 (byte {e.start}); save it as UTF-8")
+        return Skipped(path, f"is not UTF-8 text (bad byte at position {e.start}); "
+                             "save it as UTF-8")
+    if is_utf16:
+        text = text.lstrip("\ufeff")
+        if "\x00" in text:
+            return Skipped(path, "looks binary (contains NUL characters), not a text article")
     kept = clean_spans(text)
     if not kept:
-        return Skipped(str(path), "has no article text left after removing page boilerplate")
-    body = "\n".join(text[s:e] for s, e in kept)
-    code, guess = language.detect(body)
+        return Skipped(path, "has no article text left after removing page boilerplate")
+    body = "\n".join(text[s:e] for s, e in kept[:200])
+    # The opening of the body decides the language; a huge file must not cost a huge detection.
+    code, guess = language.detect(body[:20000])
     return Document(
-        source=path.name,
-        path=str(path),
+        source=source,
+        path=path,
         text=text,
         title=_title(text, kept),
         language=code,
@@ -99,10 +162,11 @@ def read_document(path: Path) -> Document | Skipped:
     )
 
 
-def read_documents(paths: Iterable[Path]) -> tuple[list[Document], list[Skipped]]:
+def read_documents(paths: Iterable[Path],
+                   root: Path | None = None) -> tuple[list[Document], list[Skipped]]:
     docs, skipped = [], []
     for p in paths:
-        r = read_document(p)
+        r = read_document(p, source_key(p, root))
         if isinstance(r, Skipped):
             logger.warning("skipping %s: %s", r.path, r.reason)
             skipped.append(r)
@@ -112,9 +176,10 @@ def read_documents(paths: Iterable[Path]) -> tuple[list[Document], list[Skipped]
 
 
 def clean_spans(text: str) -> list[tuple[int, int]]:
-    """The (start, end) spans of `text` that are article body, in order."""
+    """The (start, end) spans of `text` that are article body, in order. Linear in the size
+    of the text (benchmarks/cleaning.py)."""
     kept: list[tuple[int, int]] = []
-    seen_lines: list[str] = []
+    seen = _SeenLines()
     pos = 0
     for raw_line in text.splitlines(keepends=True):
         start, pos = pos, pos + len(raw_line)
@@ -123,21 +188,49 @@ def clean_spans(text: str) -> list[tuple[int, int]]:
             continue
         if _RELATED.match(line):
             break
-        if _is_boilerplate(line, seen_lines):
+        if _is_boilerplate(line, seen):
             # A caption line repeats the short line above it plus a credit: that line was the
             # caption's first half, not body text.
-            if kept and seen_lines and line.startswith(seen_lines[-1]) and _CAPTION.search(line):
+            if kept and seen.last and line.startswith(seen.last) and _CAPTION.search(line):
                 kept.pop()
-                seen_lines.pop()
+                seen.pop()
             continue
-        seen_lines.append(line)
+        seen.add(line)
         ls = start + (len(raw_line) - len(raw_line.lstrip("\ufeff").lstrip()))
         le = start + len(raw_line.rstrip())
         kept.extend(_drop_see_also(text, ls, le))
     return kept
 
 
-def _is_boilerplate(line: str, seen: list[str]) -> bool:
+class _SeenLines:
+    """The body lines so far, as a list (for the last one) and a multiset (for lookups)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.lengths: dict[int, int] = {}  # checked before slicing a long line
+
+    @property
+    def last(self) -> str | None:
+        return self.lines[-1] if self.lines else None
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        self.counts[line] = self.counts.get(line, 0) + 1
+        self.lengths[len(line)] = self.lengths.get(len(line), 0) + 1
+
+    def pop(self) -> None:
+        line = self.lines.pop()
+        for table, key in ((self.counts, line), (self.lengths, len(line))):
+            table[key] -= 1
+            if not table[key]:
+                del table[key]
+
+    def __contains__(self, line: str) -> bool:
+        return line in self.counts
+
+
+def _is_boilerplate(line: str, seen: _SeenLines) -> bool:
     low = line.casefold()
     if low in _UI_LINES or any(p.search(line) for p in _LINE_PATTERNS):
         return True
@@ -145,9 +238,13 @@ def _is_boilerplate(line: str, seen: list[str]) -> bool:
         return True
     # A headline repeated with a photo caption glued on ("<headline> <caption>"); a body
     # sentence that merely starts like the lede goes on for longer and ends with a full stop.
+    # The tail may have at most 8 words, so only cuts within the line's last 9 words can
+    # qualify: those few prefixes are looked up, instead of comparing with every seen line.
+    ends = [m.end() for m in re.finditer(r"\S+", line)]
+    first_cut = ends[-9] if len(ends) >= 9 else 0
     return any(
-        len(s) > 20 and line != s and line.startswith(s) and _is_caption_tail(line[len(s):])
-        for s in seen
+        cut in seen.lengths and line[:cut] in seen and _is_caption_tail(line[cut:])
+        for cut in range(max(first_cut, 21), len(line))
     )
 
 

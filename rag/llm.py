@@ -58,6 +58,21 @@ class ChatModel(Protocol):
         ...
 
 
+class _ThreadUsage:
+    """`last_usage` per calling thread: one chat model serves many users at once, and each
+    must read the usage of its own stream, not of whichever stream finished last."""
+
+    @property
+    def last_usage(self) -> dict[str, Any]:
+        local = self.__dict__.get("_usage_local")
+        return getattr(local, "value", {}) if local is not None else {}
+
+    @last_usage.setter
+    def last_usage(self, value: dict[str, Any]) -> None:
+        # dict.setdefault is atomic: two first writers never end up with two locals.
+        self.__dict__.setdefault("_usage_local", threading.local()).value = value
+
+
 def complete(model: ChatModel, messages: list[Message]) -> str:
     """The whole reply as one string (for short internal calls such as condensing a question)."""
     return "".join(model.stream(messages))
@@ -94,7 +109,7 @@ def _base_url(url: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class _LlamaIndexChatModel:
+class _LlamaIndexChatModel(_ThreadUsage):
     """Shared streaming loop over a llama-index LLM's `stream_chat`."""
 
     backend: Backend
@@ -305,7 +320,7 @@ class OpenAIChatModel(_LlamaIndexChatModel):
         return RagError(f"The server at {self.url} failed: {type(e).__name__}: {e}")
 
 
-class LlamaCppChatModel:
+class LlamaCppChatModel(_ThreadUsage):
     """A GGUF file run in-process by llama-cpp-python (optional extra, imported on first use).
 
     Without a model path (argument or settings.llamacpp_model_path) it runs the GGUF shipped by
@@ -393,7 +408,7 @@ class LlamaCppChatModel:
 # --------------------------------------------------------------------------------------------
 
 
-class ScriptedChatModel:
+class ScriptedChatModel(_ThreadUsage):
     """A fake ChatModel for tests and UI tests: streams the scripted replies in order.
 
     Each reply is a string (streamed in `chunk_size`-character pieces), an exception (raised before

@@ -1,4 +1,4 @@
-"""Prompt templates and user-facing phrases, read from files in `prompts/` (settings.prompts_dir).
+"""Prompt templates and user-facing phrases, read from rag/data/prompts/ (settings.prompts_dir).
 
 Template syntax: `{name}` is a variable (a Python identifier in single braces); `{{` and `}}` are
 literal braces. Any other brace is left alone, so prose or JSON examples in a prompt need no
@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ from rag.types import Evidence, RagError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+def packaged_prompts_dir() -> Path:
+    """The prompt files shipped inside the package (rag/data/prompts), wherever it is
+    installed: an editable checkout or a wheel in site-packages."""
+    return Path(str(resources.files("rag").joinpath("data", "prompts")))
+
+
+DEFAULT_PROMPTS_DIR = packaged_prompts_dir()
 PHRASES_FILE = "phrases.json"
 FALLBACK_LANGUAGE = "en"
 # The corpus languages; phrases.json must cover every one of them for every phrase.

@@ -24,9 +24,10 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,10 +238,16 @@ def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
                 bm = bm25s.BM25.load(str(cache_dir), show_progress=False)
                 rows = json.loads((cache_dir / "chunks.json").read_text())
                 chunks = [Chunk(**r) for r in rows]
+                # The fingerprint only says which index was meant; the files must also agree
+                # with it (a truncated or emptied chunks.json would crash every question).
+                if sorted(c.id for c in chunks) != ids or bm.scores["num_docs"] != len(chunks):
+                    raise ValueError("the cached chunks do not match the index")
                 logger.debug("loaded BM25 index from %s", cache_dir)
                 return LexicalRetriever(bm, chunks, top_k, from_cache=True)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # absent, stale or damaged: rebuild below
+        except FileNotFoundError:
+            pass  # not built yet
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            logger.warning("the BM25 cache in %s is damaged (%s): rebuilding it", cache_dir, e)
     t0 = time.perf_counter()
     chunks = sorted(store.iter_chunks(), key=lambda c: c.id)
     bm = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
@@ -288,6 +295,12 @@ class WeightedRRFRetriever(QueryFusionRetriever):
         return [NodeWithScore(node=first[nid].node, score=score)
                 for nid, score in weighted_rrf(lists, weights, self.rrf_k)]
 
+    def retrieve_top(self, question: str, top: int) -> list[NodeWithScore]:
+        """The fused hits, at most `top`: the cut is made here rather than by setting
+        `similarity_top_k` on an object that concurrent queries share."""
+        results = self._run_sync_queries([QueryBundle(question)])
+        return self._reciprocal_rerank_fusion(results)[:top]
+
 
 def weighted_rrf(ranked: Sequence[Sequence[str]], weights: Sequence[float],
                  rrf_k: float) -> list[tuple[str, float]]:
@@ -298,6 +311,17 @@ def weighted_rrf(ranked: Sequence[Sequence[str]], weights: Sequence[float],
         for rank, nid in enumerate(ids, 1):
             fused[nid] = fused.get(nid, 0.0) + w / (rrf_k + rank)
     return sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
+
+
+@dataclass
+class RetrieverState:
+    """Everything a query reads, built together for one version of the collection and then
+    swapped in with one assignment: a query holds one state from start to end, so a refresh
+    (an upload, a `rag index` in another process) never shows it half of each."""
+
+    version: str
+    fusion: WeightedRRFRetriever
+    lexical: LexicalRetriever | None
 
 
 class HybridRetriever:
@@ -319,37 +343,56 @@ class HybridRetriever:
         self.bm25_weight = bm25_weight
         self.rrf_k = rrf_k
         self.hub_penalty = hub_penalty
-        self._fusion: WeightedRRFRetriever | None = None
-        self.lexical: LexicalRetriever | None = None
+        self._state: RetrieverState | None = None
+        # One build at a time. Queries wait on it only when the collection changed, and then
+        # would have to wait for the new state anyway.
+        self._build_lock = threading.Lock()
+
+    @property
+    def lexical(self) -> LexicalRetriever | None:
+        state = self._state
+        return state.lexical if state is not None else None
 
     def refresh(self) -> None:
-        """Forget the fused retriever so the next query sees a changed collection."""
-        self._fusion = None
-        self.lexical = None
+        """Forget the current state so the next query builds one for the changed collection."""
+        self._state = None
 
-    def _get(self, k: int) -> WeightedRRFRetriever:
-        if self._fusion is None:
-            from llama_index.core.llms import MockLLM
+    def _build(self, version: str) -> RetrieverState:
+        from llama_index.core.llms import MockLLM
 
-            if self.store.count() == 0:
-                raise RagError("The index is empty: run `rag index` to add articles.")
-            ids = self.store.chunk_ids()
-            hub = (load_hubness(self.store, self.bm25_dir, ids) if self.hub_penalty else None)
-            retrievers: list[BaseRetriever] = [
-                DenseRetriever(self.store, self.embedder, self.candidates, hub, self.hub_penalty)
-            ]
-            weights = [self.dense_weight]
-            if self.use_bm25 and self.bm25_weight > 0:
-                self.lexical = load_bm25(self.store, self.bm25_dir, self.candidates, ids)
-                if self.lexical is not None:
-                    retrievers.append(self.lexical)
-                    weights.append(self.bm25_weight)
-            self._fusion = WeightedRRFRetriever(
-                retrievers, weights, rrf_k=self.rrf_k, llm=MockLLM(), mode="reciprocal_rerank",
-                num_queries=1, use_async=False, similarity_top_k=max(k, self.candidates),
-            )
-        self._fusion.similarity_top_k = max(k, self.candidates)
-        return self._fusion
+        if self.store.count() == 0:
+            raise RagError("The index is empty: run `rag index` to add articles.")
+        ids = self.store.chunk_ids()
+        hub = (load_hubness(self.store, self.bm25_dir, ids) if self.hub_penalty else None)
+        retrievers: list[BaseRetriever] = [
+            DenseRetriever(self.store, self.embedder, self.candidates, hub, self.hub_penalty)
+        ]
+        weights = [self.dense_weight]
+        lexical = None
+        if self.use_bm25 and self.bm25_weight > 0:
+            lexical = load_bm25(self.store, self.bm25_dir, self.candidates, ids)
+            if lexical is not None:
+                retrievers.append(lexical)
+                weights.append(self.bm25_weight)
+        fusion = WeightedRRFRetriever(
+            retrievers, weights, rrf_k=self.rrf_k, llm=MockLLM(), mode="reciprocal_rerank",
+            num_queries=1, use_async=False, similarity_top_k=self.candidates,
+        )
+        return RetrieverState(version=version, fusion=fusion, lexical=lexical)
+
+    def current(self) -> RetrieverState:
+        """The state for the collection as it is now. The version stamp is read per query (one
+        small Chroma read), so writes by another process are seen by the next question."""
+        version = self.store.version()
+        state = self._state
+        if state is not None and state.version == version:
+            return state
+        with self._build_lock:
+            state = self._state
+            if state is None or state.version != version:
+                state = self._build(version)
+                self._state = state  # the one reference readers see
+        return state
 
     def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]:
         k = k or self.top_k
@@ -357,7 +400,8 @@ class HybridRetriever:
         if not question:
             raise RagError("The question is empty.")
         t0 = time.perf_counter()
-        fused = self._get(k).retrieve(question)
+        state = self.current()
+        fused = state.fusion.retrieve_top(question, max(k, self.candidates))
         out = collapse_duplicates(
             [(node_to_chunk(h.node), float(h.score or 0.0), h.node.metadata) for h in fused],
             k, overlap=self.dup_overlap, per_source=self.per_source,

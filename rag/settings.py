@@ -19,6 +19,12 @@ AnswerMode = Literal["auto", "generate", "extractive"]
 LLMBackend = Literal["ollama", "openai", "llamacpp"]
 
 
+def _packaged_prompts() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("rag").joinpath("data", "prompts")))
+
+
 def _settings_file() -> Path:
     return Path(os.environ.get("RAG_SETTINGS_FILE", "rag.toml"))
 
@@ -31,7 +37,8 @@ class Settings(BaseSettings):
     # --- paths -------------------------------------------------------------------------------
     data_dir: Path = Path("seeds")
     index_dir: Path = Path("index")
-    prompts_dir: Path = Path(__file__).resolve().parent.parent / "prompts"
+    # The prompt files shipped in the package (rag/data/prompts); set to use your own.
+    prompts_dir: Path = Field(default_factory=lambda: _packaged_prompts())
     collection: str = "news"
 
     # --- Chroma: embedded (PersistentClient at index_dir) unless a server host is given -------
@@ -82,10 +89,16 @@ class Settings(BaseSettings):
     llamacpp_model_path: Path | None = None
     llamacpp_threads: int = 2
     num_ctx: int = Field(default=8192, ge=512)
-    llm_timeout: float = Field(default=120.0, gt=0)
+    llm_timeout: float = Field(default=120.0, gt=0)  # a whole answer
+    # Until the first token: a hanging backend is given up on (auto mode then answers
+    # extractively) long before the total timeout.
+    llm_first_token_timeout: float = Field(default=30.0, gt=0)
     temperature: float = 0.1
     max_answer_tokens: int = 400
     max_question_chars: int = Field(default=2000, ge=10)
+    # Chat history sent with a question: older turns beyond this are dropped (a 200k-character
+    # history would otherwise hold the one answer slot for minutes).
+    max_history_chars: int = Field(default=6000, ge=0)
     evidence_sentences: int = Field(default=3, ge=1, le=10)
 
     # --- UI ---------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ the source viewer serves: a file that is not in the index cannot be opened.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import re
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +22,76 @@ from .types import Chunk, Document, RagError
 logger = logging.getLogger(__name__)
 
 _EMBED_KEY = "embed_id"
+_POINTER = "current"
+# 2: documents keyed by their path relative to the data folder, chunk ids unique per document,
+# collections per generation behind a pointer. Release 1 had one `<name>` collection.
+FORMAT_VERSION = 2
+
+
+class MissingIndexError(RagError):
+    """No index has been built yet."""
+
+
+class LegacyIndexError(RagError):
+    """The index was built by an earlier release and must be rebuilt."""
+
+
+class StoreUnavailableError(RagError):
+    """Chroma cannot be reached (a server that is down) - not the same as "not in the index"."""
+
+
+class StoreFullError(RagError):
+    """The disk holding the index is full."""
+
+
+def _call(fn):
+    """Run one Chroma call; outages and a full disk become errors that say what to do."""
+    try:
+        return fn()
+    except RagError:
+        raise
+    except Exception as e:
+        translated = _translate(e)
+        if translated is None:
+            raise
+        raise translated from e
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _translate(e: Exception) -> RagError | None:
+    for x in _chain(e):
+        if isinstance(x, OSError) and x.errno == errno.ENOSPC:
+            return _full(e)
+        # Chroma's Rust and sqlite layers report a full disk only in their message.
+        low = str(x).lower()
+        if "disk is full" in low or "no space left" in low:
+            return _full(e)
+    for x in _chain(e):
+        name = type(x).__name__
+        if isinstance(x, ConnectionError) or name in {
+            "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError",
+            "ReadError", "WriteError", "PoolTimeout",
+        }:
+            return StoreUnavailableError(
+                f"The Chroma server cannot be reached ({type(x).__name__}). Your articles are "
+                "safe; start the server again (`chroma run --path DIR --host 127.0.0.1 --port "
+                "PORT`) and retry, or unset RAG_CHROMA_HOST to use the local index."
+            )
+    return None
+
+
+def _full(e: Exception) -> StoreFullError:
+    return StoreFullError(
+        "The disk holding the index is full, so nothing more could be written. What was "
+        "already indexed is intact: free some space, then run `rag index` (or upload) again."
+    )
 
 
 @dataclass(frozen=True)
@@ -64,38 +137,129 @@ def make_client(settings):
 
 
 class ChromaStore:
-    def __init__(self, client, name: str, embed_id: str):
+    """One index: a pointer record naming the current generation's two collections.
+
+    Writes go to the current generation in an order that never loses data (new chunks first,
+    then the old ones, then the document record); a rebuild fills a new generation aside and
+    switches the pointer only when it is complete. Every committed write stamps the pointer
+    with a new version, which readers (another process too) compare per query.
+    """
+
+    def __init__(self, client, name: str, embed_id: str, *, generation: int | None = None):
         self.client = client
         self.name = name
         self.embed_id = embed_id
+        self._pinned = generation  # a generation being built aside (see begin_rebuild)
+        self._gen: int | None = None  # generation of the cached collections
         self._chunks = None
         self._docs = None
+        self._meta_col = None
+
+    # --- the pointer -----------------------------------------------------------------------------
+    def _meta(self):
+        if self._meta_col is None:
+            self._meta_col = _call(lambda: self.client.get_or_create_collection(
+                f"{self.name}-meta", embedding_function=None))
+        return self._meta_col
+
+    def _pointer(self) -> dict | None:
+        got = _call(lambda: self._meta().get(ids=[_POINTER], include=["metadatas"]))
+        return dict(got["metadatas"][0]) if got["ids"] else None
+
+    def _write_pointer(self, generation: int) -> None:
+        meta = {"generation": generation, "version": uuid.uuid4().hex, "format": FORMAT_VERSION}
+        _call(lambda: self._meta().upsert(ids=[_POINTER], embeddings=[[1.0]],
+                                          metadatas=[meta], documents=[""]))
+
+    def _names(self, generation: int) -> tuple[str, str]:
+        return f"{self.name}-g{generation}", f"{self.name}-g{generation}-docs"
+
+    def _collection_names(self) -> set[str]:
+        cols = _call(self.client.list_collections)
+        return {c if isinstance(c, str) else c.name for c in cols}
+
+    def _is_legacy(self) -> bool:
+        return self.name in self._collection_names()
+
+    def state(self) -> str:
+        """"ready", "empty", "missing" (never built) or "legacy" (built by a release that keyed
+        documents by file name; it must be rebuilt). Raises RagError when Chroma is down."""
+        if self._pinned is None:
+            ptr = self._pointer()
+            if ptr is None:
+                return "legacy" if self._is_legacy() else "missing"
+        return "ready" if self.count() > 0 else "empty"
+
+    def version(self) -> str:
+        """A stamp that changes with every committed write (in any process)."""
+        ptr = self._pointer()
+        if ptr is None:
+            return ""
+        if self._pinned is None and self._gen is not None and ptr["generation"] != self._gen:
+            self._chunks = self._docs = None  # switched by a rebuild: reopen on next use
+        return f"{ptr['generation']}:{ptr['version']}"
+
+    def _touch(self) -> None:
+        """Stamp a committed write. The write itself is done by then (the document record is
+        the commit), so a failure here costs only freshness: other processes notice the change
+        at the next stamp. It must not make a finished write look failed."""
+        if self._pinned is None and self._gen is not None:
+            try:
+                self._write_pointer(self._gen)
+            except Exception as e:  # noqa: BLE001 - see above
+                logger.warning("could not stamp the index version: %s", e)
 
     # --- collections ---------------------------------------------------------------------------
     def _collection(self, create: bool):
-        if self._chunks is None:
-            if create:
-                self._chunks = self.client.get_or_create_collection(
-                    self.name,
-                    metadata={_EMBED_KEY: self.embed_id, "hnsw:space": "cosine"},
-                    embedding_function=None,  # never let Chroma download its default model
-                )
-                self._docs = self.client.get_or_create_collection(
-                    f"{self.name}-docs", metadata={"hnsw:space": "cosine"},
-                    embedding_function=None,
-                )
-            else:
-                try:
-                    self._chunks = self.client.get_collection(self.name, embedding_function=None)
-                    self._docs = self.client.get_collection(
-                        f"{self.name}-docs", embedding_function=None
+        if self._chunks is not None:
+            return self._chunks
+        gen = self._pinned
+        if gen is None:
+            ptr = self._pointer()
+            if ptr is None:
+                if self._is_legacy():
+                    raise LegacyIndexError(
+                        "The index was built by an earlier version of newsrag (articles keyed "
+                        "by file name) and must be rebuilt once: run `rag index --rebuild` "
+                        "(or `rag index`, which does it). Your article files are not touched."
                     )
-                except Exception as e:
-                    raise RagError(
+                if not create:
+                    raise MissingIndexError(
                         f"No index found (collection {self.name!r}). Run `rag index` first "
                         "(or `python app.py`, which builds it on first run)."
-                    ) from e
-            self._check_embedder()
+                    )
+                gen = 1
+            elif int(ptr.get("format", 0)) > FORMAT_VERSION:
+                raise RagError(
+                    "The index was written by a newer version of newsrag; upgrade, or rebuild "
+                    "it with this version: `rag index --rebuild`."
+                )
+            else:
+                gen = int(ptr["generation"])
+        chunks_name, docs_name = self._names(gen)
+        if create:
+            chunks = _call(lambda: self.client.get_or_create_collection(
+                chunks_name,
+                metadata={_EMBED_KEY: self.embed_id, "hnsw:space": "cosine",
+                          "format": FORMAT_VERSION},
+                embedding_function=None,  # never let Chroma download its default model
+            ))
+            docs = _call(lambda: self.client.get_or_create_collection(
+                docs_name, metadata={"hnsw:space": "cosine"}, embedding_function=None))
+            if self._pinned is None and self._pointer() is None:
+                self._write_pointer(gen)
+        else:
+            names = self._collection_names()
+            if chunks_name not in names or docs_name not in names:
+                raise MissingIndexError(
+                    f"The index's collection {chunks_name!r} is missing. Rebuild it: "
+                    "`rag index --rebuild`."
+                )
+            chunks = _call(lambda: self.client.get_collection(chunks_name,
+                                                              embedding_function=None))
+            docs = _call(lambda: self.client.get_collection(docs_name, embedding_function=None))
+        self._chunks, self._docs, self._gen = chunks, docs, gen
+        self._check_embedder()
         return self._chunks
 
     def _check_embedder(self) -> None:
@@ -108,55 +272,122 @@ class ChromaStore:
             )
 
     def exists(self) -> bool:
-        try:
-            self._collection(create=False)
-        except RagError as e:
-            if "No index found" in str(e):
-                return False
-            raise
-        return self.count() > 0
+        """Whether an index with at least one chunk is there. A legacy index counts as absent
+        (it has to be rebuilt); an unreachable Chroma raises instead of answering False."""
+        return self.state() in ("ready",)
+
+    # --- rebuilds -------------------------------------------------------------------------------
+    def begin_rebuild(self) -> ChromaStore:
+        """A store for a new, empty generation beside the current one (which keeps serving)."""
+        ptr = self._pointer()
+        current = int(ptr["generation"]) if ptr else 0
+        names = self._collection_names()
+        gens = [current] + [int(m.group(1)) for n in names
+                            if (m := re.fullmatch(re.escape(self.name) + r"-g(\d+)", n))]
+        gen = max(gens) + 1
+        aside = ChromaStore(self.client, self.name, self.embed_id, generation=gen)
+        aside._collection(create=True)
+        return aside
+
+    def commit_rebuild(self, aside: ChromaStore) -> None:
+        """Point readers at the rebuilt generation, then drop every other one (and a legacy
+        index). Until the pointer is written the old generation is untouched."""
+        gen = aside._pinned
+        if gen is None:
+            raise ValueError("commit_rebuild takes the store returned by begin_rebuild")
+        self._write_pointer(gen)
+        self._chunks = self._docs = None
+        self._gen = None
+        self.collect_garbage()
+
+    def collect_garbage(self, *, older_only: bool = False) -> list[str]:
+        """Delete collections of this index that the pointer does not name: generations left
+        by an interrupted rebuild, or a legacy index. With `older_only`, newer generations are
+        kept (another process may be rebuilding into one). Deletion errors propagate."""
+        ptr = self._pointer()
+        if ptr is None:
+            return []
+        current = int(ptr["generation"])
+        keep = set(self._names(current))
+        dropped = []
+        pattern = re.compile(re.escape(self.name) + r"(?:-g(\d+))?(-docs)?")
+        for n in sorted(self._collection_names()):
+            m = pattern.fullmatch(n)
+            if m is None or n in keep:
+                continue
+            if older_only and m.group(1) is not None and int(m.group(1)) > current:
+                continue
+            _call(lambda n=n: self.client.delete_collection(n))
+            dropped.append(n)
+            logger.info("dropped old collection %s", n)
+        return dropped
 
     def reset(self) -> None:
-        """Drop both collections (used by `rag index --rebuild`)."""
-        for name in (self.name, f"{self.name}-docs"):
-            try:
-                self.client.delete_collection(name)
-            except Exception:  # noqa: BLE001 - absent collection is fine
-                logger.debug("collection %s did not exist", name)
-        self._chunks = self._docs = None
+        """Drop every collection of this index, the pointer included. Errors propagate: a
+        reset that silently failed would leave a mix of old and new data."""
+        names = self._collection_names()
+        pattern = re.compile(re.escape(self.name) + r"(-g\d+)?(-docs|-meta)?")
+        for n in sorted(names):
+            if pattern.fullmatch(n):
+                _call(lambda n=n: self.client.delete_collection(n))
+        self._chunks = self._docs = self._meta_col = None
+        self._gen = None
 
     def count(self) -> int:
-        return self._collection(create=False).count()
+        col = self._collection(create=False)
+        return _call(col.count)
 
     # --- documents -----------------------------------------------------------------------------
     def documents(self) -> dict[str, DocInfo]:
         self._collection(create=True)
-        got = self._docs.get(include=["metadatas"])
+        got = _call(lambda: self._docs.get(include=["metadatas"]))
         return {m["source"]: _docinfo(m) for m in got["metadatas"] or []}
 
     def document_text(self, source: str) -> tuple[DocInfo, str, list[tuple[int, int]]] | None:
         """The indexed article's full text and body spans, or None if it is not in the index."""
         self._collection(create=False)
-        got = self._docs.get(ids=[_doc_id(source)], include=["metadatas", "documents"])
+        got = _call(lambda: self._docs.get(ids=[_doc_id(source)],
+                                           include=["metadatas", "documents"]))
         if not got["ids"]:
             return None
         meta = got["metadatas"][0]
         return _docinfo(meta), got["documents"][0], [tuple(s) for s in json.loads(meta["kept"])]
 
-    def replace_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Write a document's chunks (after deleting its old ones) and its doc record."""
+    def chunk_counts(self) -> dict[str, int]:
+        """Stored chunks per source, from the chunks themselves (not the document records):
+        what a crash between two writes can leave different from the records."""
         col = self._collection(create=True)
-        self.delete_document(doc.source)
-        batch = max(1, self.client.get_max_batch_size())
+        counts: dict[str, int] = {}
+        offset, page = 0, 5000
+        while True:
+            got = _call(lambda o=offset: col.get(include=["metadatas"], limit=page, offset=o))
+            for m in got["metadatas"] or []:
+                counts[m["source"]] = counts.get(m["source"], 0) + 1
+            if len(got["ids"]) < page:
+                return counts
+            offset += page
+
+    def replace_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Write a document so that a failure at any step leaves its previous version intact
+        or repairable: the new chunks are upserted first (ids are unique per document and
+        content, so they never overwrite another document's), then the document's other
+        chunks are deleted, then its record is written (the record says the write finished)."""
+        col = self._collection(create=True)
+        new_ids = [c.id for c in chunks]
+        batch = max(1, _call(self.client.get_max_batch_size))
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
-            col.upsert(
+            _call(lambda part=part, i=i: col.upsert(
                 ids=[c.id for c in part],
                 embeddings=vectors[i : i + batch],
                 documents=[c.text for c in part],
                 metadatas=[_chunk_meta(c) for c in part],
-            )
-        self._docs.upsert(
+            ))
+        old = _call(lambda: col.get(where={"source": doc.source}, include=[]))["ids"]
+        stale = sorted(set(old) - set(new_ids))
+        for i in range(0, len(stale), batch):
+            _call(lambda i=i: col.delete(ids=stale[i : i + batch]))
+        _call(lambda: self._docs.upsert(
             ids=[_doc_id(doc.source)],
             embeddings=[[1.0]],  # the docs collection is looked up by id, never by vector
             documents=[doc.text],
@@ -166,19 +397,30 @@ class ChromaStore:
                 "chars": doc.chars, "chunks": len(chunks), "path": doc.path,
                 "kept": json.dumps(list(doc.kept)),
             }],
-        )
+        ))
+        self._touch()
+
+    def delete_chunks(self, ids: Sequence[str]) -> None:
+        col = self._collection(create=True)
+        if ids:
+            _call(lambda: col.delete(ids=list(ids)))
+            self._touch()
 
     def delete_document(self, source: str) -> None:
+        """Chunks first, record last: a crash in between leaves a record whose file is gone,
+        which the next `rag index` deletes again."""
         col = self._collection(create=True)
-        col.delete(where={"source": source})
-        self._docs.delete(ids=[_doc_id(source)])
+        _call(lambda: col.delete(where={"source": source}))
+        _call(lambda: self._docs.delete(ids=[_doc_id(source)]))
+        self._touch()
 
     # --- chunks --------------------------------------------------------------------------------
     def iter_chunks(self, page: int = 1000) -> Iterator[Chunk]:
         col = self._collection(create=False)
         offset = 0
         while True:
-            got = col.get(include=["documents", "metadatas"], limit=page, offset=offset)
+            got = _call(lambda o=offset: col.get(include=["documents", "metadatas"], limit=page,
+                                                offset=o))
             for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
                 yield _chunk(cid, text, meta)
             if len(got["ids"]) < page:
@@ -192,7 +434,7 @@ class ChromaStore:
         parts: list[np.ndarray] = []
         offset = 0
         while True:
-            got = col.get(include=["embeddings"], limit=page, offset=offset)
+            got = _call(lambda o=offset: col.get(include=["embeddings"], limit=page, offset=o))
             ids.extend(got["ids"])
             if len(got["ids"]):
                 parts.append(np.asarray(got["embeddings"], dtype=np.float32))
@@ -202,10 +444,12 @@ class ChromaStore:
         return ids, (np.vstack(parts) if parts else np.zeros((0, 0), np.float32))
 
     def chunk_ids(self) -> list[str]:
-        return sorted(self._collection(create=False).get(include=[])["ids"])
+        col = self._collection(create=False)
+        return sorted(_call(lambda: col.get(include=[]))["ids"])
 
     def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
-        got = self._collection(create=False).get(ids=list(ids), include=["documents", "metadatas"])
+        col = self._collection(create=False)
+        got = _call(lambda: col.get(ids=list(ids), include=["documents", "metadatas"]))
         by_id = {
             cid: _chunk(cid, t, m)
             for cid, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
@@ -215,13 +459,13 @@ class ChromaStore:
     def query(self, vector: np.ndarray, n: int) -> list[tuple[Chunk, float]]:
         """Nearest chunks by cosine similarity (1 - distance), best first."""
         col = self._collection(create=False)
-        total = col.count()
+        total = _call(col.count)
         if total == 0:
             return []
-        got = col.query(
+        got = _call(lambda: col.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=min(n, total),
             include=["documents", "metadatas", "distances"],
-        )
+        ))
         return [
             (_chunk(cid, text, meta), 1.0 - float(dist))
             for cid, text, meta, dist in zip(

@@ -45,7 +45,10 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
         segment = text[ls:le]
         for rx in (_BOUNDARY, _GLUED_WORDS, _GLUED_PERIOD):
             for m in rx.finditer(segment):
-                before = segment[: m.start()]
+                # _ABBREV is anchored at the end and its longest word is 5 characters: a short
+                # window decides the same as the whole prefix, in constant time (a whole-prefix
+                # copy per boundary made one long line quadratic).
+                before = segment[max(0, m.start() - 16): m.start()]
                 if rx is _BOUNDARY and _ABBREV.search(before):
                     continue
                 cuts.add(ls + m.end() if rx is _BOUNDARY else ls + m.start())

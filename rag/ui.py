@@ -13,9 +13,7 @@ documents. No file path ever comes from the browser.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -28,6 +26,7 @@ import gradio as gr
 
 from . import ui_render as R
 from .ingest import EXTENSIONS
+from .pipeline import PipelineProtocol, safe_name, size_label
 from .settings import Settings
 from .types import Answer, RagError
 
@@ -166,22 +165,14 @@ def upload_dir_for(settings: Settings) -> Path:
     return Path(settings.index_dir) / "uploads"
 
 
-def _safe_name(name: str) -> str:
-    """A plain file name: no directories, no odd characters, keeps letters of any script."""
-    base = Path(name.replace("\\", "/")).name
-    stem, ext = os.path.splitext(base)
-    stem = re.sub(r"[^\w.\-]+", "_", stem).strip("._-")[:120] or "article"
-    return f"{stem}{ext.lower()}"
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.0f} kB"
+_safe_name = safe_name  # the name the UI tests know
 
 
 class ChatUI:
     """The event handlers; each only talks to the pipeline and the render functions."""
 
-    def __init__(self, pipeline: Any, settings: Settings, upload_dir: Path | None = None):
+    def __init__(self, pipeline: PipelineProtocol, settings: Settings,
+                 upload_dir: Path | None = None):
         self.pipeline = pipeline
         self.settings = settings
         self.upload_dir = Path(upload_dir) if upload_dir else upload_dir_for(settings)
@@ -234,6 +225,8 @@ class ChatUI:
                         last = time.monotonic()
                         shown[-1] = {"role": "assistant", "content": R.render_partial(text)}
                         yield list(shown), gr.skip(), gr.skip(), gr.skip()
+                elif kind == "reset":
+                    text = ""
                 elif kind == "answer":
                     answer = payload
         except RagError as e:
@@ -319,88 +312,38 @@ class ChatUI:
 
     # --- uploads -------------------------------------------------------------------------------
     def add_article(self, file: str | None, progress: Any = None) -> UploadResult:
-        """Check, save and index one uploaded article. Never raises: returns what happened."""
+        """Hand one uploaded file to `pipeline.add_document`. Never raises: returns what
+        happened. (Checking, indexing and saving are the pipeline's: the CLI and the HTTP API
+        add articles the same way.)"""
         if not file:
             return UploadResult(False, "No file received.")
         src = Path(file)
-        name = _safe_name(src.name)
-        try:
-            data = self._read_upload(src, name)
-        except RagError as e:
-            return UploadResult(False, str(e))
-        sha = hashlib.sha256(data).hexdigest()
-        with self._upload_lock:
-            try:
-                known = self.pipeline.documents()
-            except RagError as e:
-                return UploadResult(False, str(e))
-            same = next((s for s, i in known.items() if i.sha256 == sha), None)
-            if same is not None:
-                return UploadResult(True, f"{same} is already indexed (same content): nothing "
-                                    "to do.", source=same, extra={"already": True})
-            dest = self.upload_dir / name
-            old = known.get(name)
-            if old is not None and old.path and Path(old.path).resolve() != dest.resolve():
-                return UploadResult(False, f"An article named {name} is already in the index "
-                                    "(not an upload). Rename your file to add it as a new "
-                                    "article.")
-            self.upload_dir.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)  # atomic: the indexer never sees half a file
-
-            def step(done: int, total: int, current: str) -> None:
-                if progress is not None:
-                    frac = done / total if total else 1.0
-                    progress(frac, desc=f"Embedding {current}" if current else "Saving")
-
-            try:
-                report = self.pipeline.index(dest, progress=step)
-            except RagError as e:
-                dest.unlink(missing_ok=True)
-                return UploadResult(False, str(e))
-            except Exception as e:  # noqa: BLE001
-                logger.exception("indexing %s failed", dest)
-                dest.unlink(missing_ok=True)
-                return UploadResult(False, f"Indexing {name} failed ({type(e).__name__}: {e}).")
-        if report.skipped:
-            dest.unlink(missing_ok=True)
-            return UploadResult(False, f"{name} was not added: {report.skipped[0][1]}.")
-        if not report.indexed:
-            return UploadResult(True, f"{name} is already indexed: nothing to do.", source=name,
-                                extra={"already": True})
-        info = self.pipeline.documents().get(name)
-        title = info.title if info else name
-        lang = R.lang_label(info.language) if info else "?"
-        chunks = info.chunks if info else report.chunks
-        logger.info("uploaded and indexed %s (%d chunks)", dest, chunks)
-        passages = "1 passage" if chunks == 1 else f"{chunks} passages"
-        verb = "Updated" if old is not None else "Added"
-        return UploadResult(True, f"{verb} “{title}” ({name}, {lang}, {passages}). "
-                            "You can ask about it now.", source=name)
-
-    def _read_upload(self, path: Path, name: str) -> bytes:
+        name = safe_name(src.name)
         if Path(name).suffix.lower() not in EXTENSIONS:
-            raise RagError(f"{Path(path).name}: only .txt and .md articles can be added.")
+            return UploadResult(False, f"{src.name}: only .txt and .md articles can be added.")
         limit = self.settings.max_upload_bytes
         try:
-            size = path.stat().st_size
-            if size > limit:
-                raise RagError(f"{name} is {_mb(size)}; the limit is {_mb(limit)} "
-                               "(RAG_MAX_UPLOAD_BYTES).")
-            data = path.read_bytes()
+            size = src.stat().st_size
+            if size > limit:  # checked before reading: the file may be huge
+                return UploadResult(False, f"{name} is {size_label(size)}; the limit is "
+                                    f"{size_label(limit)} (RAG_MAX_UPLOAD_BYTES).")
+            data = src.read_bytes()
         except OSError as e:
-            raise RagError(f"{name} could not be read ({e.strerror or e}).") from e
-        if not data.strip():
-            raise RagError(f"{name} is empty.")
-        if b"\x00" in data[:8192]:
-            raise RagError(f"{name} looks binary, not a text article.")
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise RagError(f"{name} is not UTF-8 text (bad byte at position {e.start}); "
-                           "save it as UTF-8 and upload it again.") from e
-        return data
+            return UploadResult(False, f"{name} could not be read ({e.strerror or e}).")
+
+        def step(done: int, total: int, current: str) -> None:
+            if progress is not None:
+                frac = done / total if total else 1.0
+                progress(frac, desc=f"Embedding {current}" if current else "Saving")
+
+        with self._upload_lock:
+            try:
+                result = self.pipeline.add_document(name, data, progress=step)
+            except Exception as e:  # noqa: BLE001 - the app must keep running
+                logger.exception("adding %s failed", name)
+                return UploadResult(False, f"Adding {name} failed ({type(e).__name__}: {e}).")
+        return UploadResult(result.ok, result.message, source=result.source,
+                            extra={"already": True} if result.already else {})
 
     # --- the programmatic API ------------------------------------------------------------------
     def api_ask(self, question: str, history: list | None = None) -> dict:
@@ -476,7 +419,7 @@ def build_ui(pipeline: Any, settings: Settings, upload_dir: Path | None = None) 
                 with gr.Accordion("Add an article", open=False, elem_id="add-article"):
                     upload = gr.File(
                         label=f"A .txt or .md file, UTF-8, at most "
-                        f"{_mb(settings.max_upload_bytes)}",
+                        f"{size_label(settings.max_upload_bytes)}",
                         file_types=list(EXTENSIONS), file_count="single", type="filepath",
                         elem_id="upload",
                     )
@@ -558,17 +501,37 @@ def prepare(pipeline: Any, settings: Settings, upload_dir: Path | None = None) -
                 time.perf_counter() - t0)
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_serving(settings: Settings, *, insecure: bool = False) -> None:
+    """Refuse unsafe ways to serve: a login with one half missing (a misspelled variable would
+    otherwise serve everything without one), or an address other machines can reach with no
+    login unless `--insecure` says so."""
+    if bool(settings.auth_user) != bool(settings.auth_password):
+        missing = "RAG_AUTH_PASSWORD" if settings.auth_user else "RAG_AUTH_USER"
+        raise RagError(f"The login is half configured: {missing} is not set. Set both "
+                       "RAG_AUTH_USER and RAG_AUTH_PASSWORD, or neither.")
+    if settings.host not in _LOOPBACK and not settings.auth_user:
+        if not insecure:
+            raise RagError(
+                f"Serving on {settings.host} lets other machines read your articles and ask "
+                "questions. Set RAG_AUTH_USER and RAG_AUTH_PASSWORD, or pass --insecure if "
+                "this network is trusted.")
+        logger.warning("serving on %s without a login (--insecure)", settings.host)
+
+
 def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
-           prevent_thread_lock: bool = False, upload_dir: Path | None = None) -> gr.Blocks:
+           prevent_thread_lock: bool = False, upload_dir: Path | None = None,
+           insecure: bool = False) -> gr.Blocks:
     """Prepare the index, build the UI and serve it on settings.host:settings.port."""
     if prepare_index:
         prepare(pipeline, settings, upload_dir)
     demo = build_ui(pipeline, settings, upload_dir)
+    check_serving(settings, insecure=insecure)
     auth = None
     if settings.auth_user and settings.auth_password:
         auth = (settings.auth_user, settings.auth_password)
-    elif settings.auth_user or settings.auth_password:
-        logger.warning("auth needs both RAG_AUTH_USER and RAG_AUTH_PASSWORD; starting without")
     demo.queue(default_concurrency_limit=settings.concurrency_limit)
     from .api.http import api_routes
 

@@ -51,7 +51,8 @@ def add_doc(store, embedder, source: str, paragraphs: list[str], language: str =
         s = text.index(p, pos)
         pos = s + len(p)
         line = text.count("\n", 0, s) + 1
-        chunks.append(Chunk(id=chunk_id(sha, s, pos), source=source, text=p, start=s, end=pos,
+        chunks.append(Chunk(id=chunk_id(source, sha, s, pos), source=source, text=p, start=s,
+                            end=pos,
                             line_start=line, line_end=line, title=paragraphs[0],
                             language=language, doc_sha256=sha, ordinal=i))
     doc = Document(source=source, path=f"/articles/{source}", text=text, title=paragraphs[0],
@@ -414,9 +415,9 @@ def test_reindexing_an_unchanged_corpus_reads_no_article(store, hash_embedder, s
     read: list = []
     real = indexer.read_documents
 
-    def spy(paths):
+    def spy(paths, root=None):
         read.extend(paths)
-        return real(paths)
+        return real(paths, root)
 
     monkeypatch.setattr(indexer, "read_documents", spy)
     again = indexer.index_path(seeds_copy, store, hash_embedder)

@@ -24,7 +24,7 @@ def _is_skip(x) -> bool:
 def ui(tmp_path: Path) -> ChatUI:
     settings = load_settings(index_dir=tmp_path / "index", mode="extractive",
                              max_upload_bytes=2000)
-    pipe = FakePipeline(docs={SRC: make_doc(SRC, ARTICLE)})
+    pipe = FakePipeline(docs={SRC: make_doc(SRC, ARTICLE)}, settings=settings)
     return ChatUI(pipe, settings)
 
 
@@ -232,7 +232,9 @@ def test_app_flags_override_settings(monkeypatch):
     seen = {}
     monkeypatch.setattr(app, "build_pipeline", lambda settings: "pipeline")
     monkeypatch.setattr(app, "launch", lambda p, s: seen.update(p=p, host=s.host, port=s.port))
-    assert app.main(["--host", "0.0.0.0", "--port", "7999"]) == 0
+    assert app.main(["--host", "0.0.0.0", "--port", "7999"]) == 1  # no login, no --insecure
+    assert seen == {}
+    assert app.main(["--host", "0.0.0.0", "--port", "7999", "--insecure"]) == 0
     assert seen == {"p": "pipeline", "host": "0.0.0.0", "port": 7999}
     assert app.main([]) == 0
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 7860)
@@ -246,3 +248,53 @@ def test_reupload_with_new_content_updates_the_article(ui, tmp_path):
     saved = tmp_path / "index" / "uploads" / "note.txt"
     assert saved.read_text(encoding="utf-8") == "Втора верзија на текстот.\n"
     assert ui.pipeline.docs["note.txt"][1] == "Втора верзија на текстот.\n"
+
+
+def test_fake_pipeline_has_the_pipelines_interface():
+    """The UI tests' fake and the real Pipeline implement the same Protocol, method by method
+    with the same parameters, so a change to Pipeline's interface breaks these tests."""
+    import inspect
+
+    from rag.pipeline import Pipeline, PipelineProtocol
+
+    for name, member in vars(PipelineProtocol).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        want = list(inspect.signature(member).parameters)
+        for cls in (Pipeline, FakePipeline):
+            got = list(inspect.signature(getattr(cls, name)).parameters)
+            assert got == want, (cls.__name__, name, got, want)
+
+
+def test_rejected_reupload_keeps_the_previous_file_and_entry(ui, tmp_path):
+    first = ui.add_article(_file(tmp_path, "note.txt", "Прва верзија на текстот.\n".encode()))
+    assert first.ok
+    saved = tmp_path / "index" / "uploads" / "note.txt"
+    bad = ui.add_article(_file(tmp_path, "note.txt", b"menu closed\nmenu open\n"))
+    assert not bad.ok and "not added" in bad.message
+    assert saved.read_text(encoding="utf-8") == "Прва верзија на текстот.\n"
+    assert ui.pipeline.docs["note.txt"][1] == "Прва верзија на текстот.\n"
+
+
+def test_failed_reupload_keeps_the_previous_file_and_entry(ui, tmp_path):
+    ui.add_article(_file(tmp_path, "note.txt", "Прва верзија на текстот.\n".encode()))
+    ui.pipeline.fail_next_add = "The Chroma server cannot be reached."
+    res = ui.add_article(_file(tmp_path, "note.txt", "Втора верзија на текстот.\n".encode()))
+    assert not res.ok and "cannot be reached" in res.message
+    saved = tmp_path / "index" / "uploads" / "note.txt"
+    assert saved.read_text(encoding="utf-8") == "Прва верзија на текстот.\n"
+    assert ui.pipeline.docs["note.txt"][1] == "Прва верзија на текстот.\n"
+
+
+def test_half_configured_login_or_open_bind_refuses_to_start(monkeypatch):
+    from rag.ui import check_serving
+
+    with pytest.raises(RagError, match="RAG_AUTH_PASSWORD is not set"):
+        check_serving(load_settings(auth_user="me"))
+    with pytest.raises(RagError, match="RAG_AUTH_USER is not set"):
+        check_serving(load_settings(auth_password="pw"))
+    with pytest.raises(RagError, match="--insecure"):
+        check_serving(load_settings(host="0.0.0.0"))
+    check_serving(load_settings(host="0.0.0.0"), insecure=True)
+    check_serving(load_settings(host="0.0.0.0", auth_user="me", auth_password="pw"))
+    check_serving(load_settings())

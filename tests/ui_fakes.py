@@ -6,7 +6,8 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from rag.ingest import read_document
+from rag.ingest import EXTENSIONS, Skipped, document_from_bytes, read_document
+from rag.pipeline import AddResult, safe_name
 from rag.store import DocInfo
 from rag.types import (
     Answer,
@@ -74,10 +75,18 @@ def chunk_of(source: str, text: str, start: int, end: int, rank: int,
 
 
 class FakePipeline:
-    """Streams scripted (deltas, answer) pairs; documents come from an in-memory dict."""
+    """Streams scripted (deltas, answer) pairs; documents come from an in-memory dict.
+
+    Implements rag.pipeline.PipelineProtocol (checked in test_ui_handlers), so the UI is tested
+    against the interface the real Pipeline has. `fail_next_add` makes the next add_document
+    fail the way a failed index write does (the previous article stays)."""
 
     def __init__(self, docs: dict[str, tuple[DocInfo, str, list]] | None = None,
-                 script: list | None = None):
+                 script: list | None = None, settings=None):
+        from rag.settings import load_settings
+
+        self.settings = settings or load_settings(mode="extractive")
+        self.fail_next_add: str | None = None
         self.docs = dict(docs or {})
         self.script = list(script or [])  # items: Answer, RagError, or (deltas, Answer|RagError)
         self.calls: list[tuple[str, list, str | None]] = []
@@ -130,6 +139,44 @@ class FakePipeline:
         if progress:
             progress(1, 1, "")
         return IndexReport(1, 1, 0, 0, (), 2, 2, 0.0)
+
+    def add_document(self, name: str, data: bytes, progress=None) -> AddResult:
+        """The real add_document's contract, in memory: checked, indexed, then saved."""
+        name = safe_name(name)
+        dest = Path(self.settings.index_dir) / "uploads" / name
+        sha = hashlib.sha256(data).hexdigest()
+        if Path(name).suffix.lower() not in EXTENSIONS:
+            return AddResult(False, f"{name}: only .txt and .md articles can be added.")
+        if len(data) > self.settings.max_upload_bytes:
+            return AddResult(False, f"{name}: the limit is {self.settings.max_upload_bytes}")
+        same = next((s for s, d in self.docs.items() if d[0].sha256 == sha), None)
+        if same is not None:
+            return AddResult(True, f"{same} is already indexed (same content): nothing to do.",
+                             source=same, already=True)
+        old = self.docs.get(name)
+        if old is not None and Path(old[0].path) != dest:
+            return AddResult(False, f"An article named {name} is already in the index. Rename "
+                             "your file to add it as a new article.")
+        doc = document_from_bytes(data, name, str(dest))
+        if isinstance(doc, Skipped):
+            return AddResult(False, f"{name} was not added: {doc.reason}.")
+        if progress:
+            progress(0, 1, name)
+        self.indexed.append(dest)
+        if self.fail_next_add:
+            message, self.fail_next_add = self.fail_next_add, None
+            return AddResult(False, f"{name} was not added: {message}")
+        info = DocInfo(source=doc.source, sha256=doc.sha256, title=doc.title,
+                       language=doc.language, language_guess=doc.language_guess,
+                       chars=doc.chars, chunks=2, path=doc.path)
+        self.docs[name] = (info, doc.text, list(doc.kept))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        if progress:
+            progress(1, 1, "")
+        verb = "Updated" if old is not None else "Added"
+        return AddResult(True, f"{verb} “{doc.title}” ({name}). You can ask about it now.",
+                         source=name, title=doc.title, chunks=2)
 
     def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]:
         if not question.strip():
