@@ -443,6 +443,20 @@ class ChromaStore:
             offset += page
         return ids, (np.vstack(parts) if parts else np.zeros((0, 0), np.float32))
 
+    def vectors_of(self, ids: Sequence[str], page: int = 1000) -> tuple[list[str], np.ndarray]:
+        """The stored embeddings of these chunks (those that exist), for an incremental update
+        of corpus statistics."""
+        col = self._collection(create=False)
+        got_ids: list[str] = []
+        parts: list[np.ndarray] = []
+        for lo in range(0, len(ids), page):
+            got = _call(lambda lo=lo: col.get(ids=list(ids[lo : lo + page]),
+                                              include=["embeddings"]))
+            got_ids.extend(got["ids"])
+            if len(got["ids"]):
+                parts.append(np.asarray(got["embeddings"], dtype=np.float32))
+        return got_ids, (np.vstack(parts) if parts else np.zeros((0, 0), np.float32))
+
     def chunk_ids(self) -> list[str]:
         col = self._collection(create=False)
         return sorted(_call(lambda: col.get(include=[]))["ids"])
