@@ -28,7 +28,8 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,7 @@ class HubTable:
 
 def refresh_hubness(store: ChromaStore, cache_dir: Path | None,
                     ids: Sequence[str] | None = None,
-                    previous: HubTable | None = None) -> HubTable:
+                    previous: HubTable | None = None, background: bool = False) -> HubTable:
     """The hubness table for the collection as it is: from its persisted file if there is one;
     else, when the corpus is larger than the reference sample and an earlier table is at hand
     (`previous`, or the newest on disk), incrementally: removed chunks dropped, added ones
@@ -229,12 +230,19 @@ def refresh_hubness(store: ChromaStore, cache_dir: Path | None,
     logger.info("computed hubness of %d chunks %s in %.0f ms", len(table.values), how,
                 (time.perf_counter() - t0) * 1000)
     if path is not None:
-        try:
-            table.save(path)
-            _prune(cache_dir, "hubness-*.npz", path)
-        except OSError as e:
-            logger.warning("could not persist the hubness table to %s: %s", path, e)
+        if background:
+            _write_later(_persist_hub, table, path)
+        else:
+            _persist_hub(table, path)
     return table
+
+
+def _persist_hub(table: HubTable, path: Path) -> None:
+    try:
+        table.save(path)
+        _prune(path.parent, "hubness-*.npz", path)
+    except OSError as e:
+        logger.warning("could not persist the hubness table to %s: %s", path, e)
 
 
 def _hub_incremental(store: ChromaStore, ids: list[str], previous: HubTable,
@@ -355,8 +363,9 @@ class TokenizedCorpus:
         with open(folder / "tokens.npz", "wb") as f:
             np.savez(f, flat=flat.astype(np.int32), offsets=offsets,
                      vocab=np.array(list(self.vocab), dtype=str))
+        # vars(), not asdict(): asdict deep-copies every field, and this runs per refresh.
         (folder / "chunks.json").write_text(
-            json.dumps([asdict(c) for c in self.chunks], ensure_ascii=False))
+            json.dumps([vars(c) for c in self.chunks], ensure_ascii=False))
 
     @classmethod
     def load(cls, folder: Path) -> TokenizedCorpus:
@@ -377,18 +386,65 @@ def _tokenize_into(texts: Sequence[str], vocab: dict[str, int]) -> list[np.ndarr
     return out
 
 
-def _bm25_from(corpus: TokenizedCorpus):
-    import bm25s
+K1, B = 1.5, 0.75
 
-    bm = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
-    # A copy: bm25s adds its empty token to the vocabulary it is given.
-    bm.index(([t.tolist() for t in corpus.tokens], dict(corpus.vocab)), show_progress=False)
+
+def _bm25_from(corpus: TokenizedCorpus):
+    """A bm25s index (Lucene BM25) over the tokenised corpus, its score matrix computed with
+    whole-array operations: bm25s's own `index` loops over the documents in Python, which
+    made a refresh of a 100k-passage index take most of a minute. Same scores (a test
+    compares them with bm25s's own build)."""
+    import bm25s
+    import scipy.sparse as sp
+
+    n = len(corpus.tokens)
+    n_vocab = len(corpus.vocab) + 1  # + the empty token bm25s keeps for token-less questions
+    lengths = np.fromiter((len(t) for t in corpus.tokens), dtype=np.int64, count=n)
+    flat = (np.concatenate(corpus.tokens).astype(np.int64) if lengths.sum()
+            else np.zeros(0, np.int64))
+    doc = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    counts = sp.coo_matrix((np.ones(len(flat), np.float32), (doc, flat)),
+                           shape=(n, n_vocab)).tocsr()
+    counts.sum_duplicates()
+    counts = counts.tocoo()
+    rows, cols, tf = counts.row, counts.col, counts.data
+    df = np.bincount(cols, minlength=n_vocab).astype(np.float64)
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+    avg = lengths.mean() if n else 1.0
+    score = (idf[cols] * tf / (K1 * ((1 - B) + B * lengths[rows] / avg) + tf)).astype(np.float32)
+    matrix = sp.csc_matrix((score, (rows, cols)), shape=(n, n_vocab), dtype=np.float32)
+    bm = bm25s.BM25(k1=K1, b=B, method="lucene")
+    bm.scores = {"data": matrix.data, "indices": matrix.indices.astype(np.int32),
+                 "indptr": matrix.indptr, "num_docs": n}
+    bm.vocab_dict = {**corpus.vocab, "": n_vocab - 1}
+    bm.unique_token_ids_set = set(bm.vocab_dict.values())
+    bm.nonoccurrence_array = None  # Lucene BM25 has none (bm25s sets it in its own index())
     return bm
+
+
+# Cache files are written by one background thread: a refresh (an upload) returns once the new
+# state is in memory, not after rewriting tens of megabytes. Interpreter exit waits for it.
+_writer: ThreadPoolExecutor | None = None
+_writer_lock = threading.Lock()
+
+
+def _write_later(fn, *args) -> Future:
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-cache-write")
+        return _writer.submit(fn, *args)
+
+
+def wait_for_cache_writes() -> None:
+    """Block until the cache files queued so far are written (tests, benchmarks)."""
+    _write_later(lambda: None).result()
 
 
 def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
               ids: Sequence[str] | None = None,
-              previous: LexicalRetriever | None = None) -> LexicalRetriever | None:
+              previous: LexicalRetriever | None = None,
+              background: bool = False) -> LexicalRetriever | None:
     """The BM25 index for the collection as it is: the persisted one for exactly these chunks
     if there is one; else built from an earlier tokenised corpus (`previous`, or the newest
     persisted one) plus the chunks added since, so a change re-reads and re-tokenises only
@@ -453,7 +509,10 @@ def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
     logger.info("built BM25 index over %d chunks %s in %.0f ms", len(corpus.chunks), how,
                 (time.perf_counter() - t0) * 1000)
     if folder is not None:
-        _persist_bm25(bm, corpus, folder)
+        if background:
+            _write_later(_persist_bm25, bm, corpus, folder)
+        else:
+            _persist_bm25(bm, corpus, folder)
     return LexicalRetriever(bm, corpus.chunks, top_k, corpus=corpus, fingerprint=fp)
 
 
@@ -579,7 +638,7 @@ class HybridRetriever:
         base = self._state or self._base
         ids = self.store.chunk_ids()
         hub = (refresh_hubness(self.store, self.bm25_dir, ids,
-                               previous=base.hub if base is not None else None)
+                               previous=base.hub if base is not None else None, background=True)
                if self.hub_penalty else None)
         retrievers: list[BaseRetriever] = [
             DenseRetriever(self.store, self.embedder, self.candidates,
@@ -589,7 +648,8 @@ class HybridRetriever:
         lexical = None
         if self.use_bm25 and self.bm25_weight > 0:
             lexical = load_bm25(self.store, self.bm25_dir, self.candidates, ids,
-                                previous=base.lexical if base is not None else None)
+                                previous=base.lexical if base is not None else None,
+                                background=True)
             if lexical is not None:
                 retrievers.append(lexical)
                 weights.append(self.bm25_weight)

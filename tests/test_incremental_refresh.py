@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 import rag.retrieve as retrieve
-from rag.retrieve import HybridRetriever, load_bm25, refresh_hubness
+from rag.retrieve import (
+    HybridRetriever,
+    TokenizedCorpus,
+    _bm25_from,
+    _tokenize_into,
+    load_bm25,
+    refresh_hubness,
+    wait_for_cache_writes,
+)
 from rag.store import open_store
+from rag.text import bm25_tokens
 
 from .test_retrieve import add_doc
 
@@ -67,6 +76,25 @@ def test_bm25_refresh_tokenises_only_new_chunks_and_scores_as_a_full_build(
         assert a.keys() == b.keys()
         assert np.allclose([a[k] for k in b], list(b.values()), rtol=1e-5, atol=1e-6)
     assert inc.top("Мкртичев", 1)[0][0].source == "new.txt"
+
+
+def test_the_vectorised_bm25_build_scores_exactly_as_bm25s_own(store):
+    import bm25s
+
+    chunks = list(store.iter_chunks()) + [store.get_chunks(store.chunk_ids()[:1])[0]]
+    vocab: dict[str, int] = {}
+    ours = _bm25_from(TokenizedCorpus(chunks, _tokenize_into([c.text for c in chunks], vocab),
+                                      vocab))
+    theirs = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    theirs.index([bm25_tokens(c.text) for c in chunks], show_progress=False)
+    for q in ("ракета граница нафта", "Документ2 избори", "zzz"):
+        a = [ours.vocab_dict[t] for t in bm25_tokens(q) if t in ours.vocab_dict]
+        b = [theirs.vocab_dict[t] for t in bm25_tokens(q) if t in theirs.vocab_dict]
+        if not a:
+            assert not b
+            continue
+        assert np.allclose(ours.get_scores_from_ids(a), theirs.get_scores_from_ids(b),
+                           rtol=1e-5, atol=1e-6)
 
 
 def test_bm25_refresh_starts_from_the_newest_cache_on_disk(store, hash_embedder, tmp_path,
@@ -149,4 +177,5 @@ def test_two_retrievers_sharing_one_index_folder_agree(store, hash_embedder, tmp
     assert [h.chunk.id for h in ra] == [h.chunk.id for h in rb]
     assert ra[0].chunk.source == "new.txt"
     assert a.lexical.fingerprint == b.lexical.fingerprint
+    wait_for_cache_writes()  # the files are written by a background thread
     assert len(list((tmp_path / "c").glob("bm25-*"))) >= 1

@@ -278,6 +278,7 @@ def test_hybrid_builds_its_caches_once_not_per_query(corpus, tmp_path, hash_embe
     for q in ("Šojgu Pjongjang", "снаряда", "2018", "ракети"):
         assert r.retrieve(q)
     assert calls == {"bm25": 1, "hub": 1}
+    retrieve.wait_for_cache_writes()  # written by a background thread
     assert len(list((tmp_path / "c").glob("hubness-*.npz"))) == 1
     # After refresh() of an unchanged collection the same tables are used again, and another
     # retriever (another process) reads the persisted files back: nothing is recomputed.
