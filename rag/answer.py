@@ -189,7 +189,8 @@ class Answerer:
                     "mode=extractive."
                 )
             return "extractive", ""
-        status = self._backend_status()
+        # Generate mode insists on the LLM: a remembered failure is checked again, not trusted.
+        status = self._backend_status(recheck_failure=wanted == "generate")
         if status.ok:
             return "generate", None
         if wanted == "generate":
@@ -218,11 +219,12 @@ class Answerer:
         with self._check_lock:
             self._check = _Check(False, why, time.monotonic())
 
-    def _backend_status(self) -> _Check:
+    def _backend_status(self, recheck_failure: bool = False) -> _Check:
         """chat_model.check(), remembered for CHECK_TTL_S seconds."""
         with self._check_lock:
             now = time.monotonic()
-            if self._check is None or now - self._check.at > CHECK_TTL_S:
+            stale = self._check is None or now - self._check.at > CHECK_TTL_S
+            if stale or (recheck_failure and not self._check.ok):
                 try:
                     assert self.chat_model is not None
                     self.chat_model.check()

@@ -74,6 +74,26 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add(args: argparse.Namespace) -> int:
+    """Add articles the way the app's upload does (Pipeline.add_document): each is checked,
+    indexed, and only then saved into the uploads folder beside the index."""
+    settings = _settings(args)
+    pipe = _pipeline(settings, args)
+    failed = 0
+    for name in args.files:
+        f = Path(name)
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            print(f"{f}: cannot be read ({e.strerror or e})", file=sys.stderr)
+            failed += 1
+            continue
+        result = pipe.add_document(f.name, data)
+        print(result.message, file=sys.stdout if result.ok else sys.stderr)
+        failed += not result.ok
+    return 1 if failed else 0
+
+
 def _emit_retrieval(rid, question: str, hits, ms: float, as_json: bool) -> None:
     if as_json:
         row = {"question": question, "retrieved": [h.to_json() for h in hits],
@@ -251,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rebuild", action="store_true",
                    help="build a new index aside (from PATH and the uploads), then switch to it")
     s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("add", help="add articles as the app's upload does (kept in uploads/)")
+    s.add_argument("files", nargs="+", help=".txt/.md files")
+    s.set_defaults(func=cmd_add)
 
     for name, func, helptext in (("retrieve", cmd_retrieve, "show the passages for a question"),
                                  ("ask", cmd_ask, "answer a question with citations")):

@@ -11,9 +11,11 @@ import errno
 import json
 import logging
 import re
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +28,8 @@ _POINTER = "current"
 # 2: documents keyed by their path relative to the data folder, chunk ids unique per document,
 # collections per generation behind a pointer. Release 1 had one `<name>` collection.
 FORMAT_VERSION = 2
+# Below this much free space on the index's disk, an unexplained write error is a full disk.
+LOW_DISK_BYTES = 16_000_000
 
 
 class MissingIndexError(RagError):
@@ -145,37 +149,59 @@ class ChromaStore:
     with a new version, which readers (another process too) compare per query.
     """
 
-    def __init__(self, client, name: str, embed_id: str, *, generation: int | None = None):
+    def __init__(self, client, name: str, embed_id: str, *, generation: int | None = None,
+                 local_path: Path | None = None):
         self.client = client
         self.name = name
         self.embed_id = embed_id
+        self.local_path = local_path  # the PersistentClient's folder, for disk-full checks
         self._pinned = generation  # a generation being built aside (see begin_rebuild)
         self._gen: int | None = None  # generation of the cached collections
         self._chunks = None
         self._docs = None
         self._meta_col = None
 
+    def _call(self, fn):
+        """_call, and for a local index: an error Chroma does not explain (its compaction
+        reports a full disk as "Failed to apply logs") is a full disk when the disk is."""
+        try:
+            return _call(fn)
+        except RagError:
+            raise
+        except Exception as e:
+            if self._disk_nearly_full():
+                raise _full(e) from e
+            raise
+
+    def _disk_nearly_full(self) -> bool:
+        if self.local_path is None:
+            return False
+        try:
+            return shutil.disk_usage(self.local_path).free < LOW_DISK_BYTES
+        except OSError:
+            return False
+
     # --- the pointer -----------------------------------------------------------------------------
     def _meta(self):
         if self._meta_col is None:
-            self._meta_col = _call(lambda: self.client.get_or_create_collection(
+            self._meta_col = self._call(lambda: self.client.get_or_create_collection(
                 f"{self.name}-meta", embedding_function=None))
         return self._meta_col
 
     def _pointer(self) -> dict | None:
-        got = _call(lambda: self._meta().get(ids=[_POINTER], include=["metadatas"]))
+        got = self._call(lambda: self._meta().get(ids=[_POINTER], include=["metadatas"]))
         return dict(got["metadatas"][0]) if got["ids"] else None
 
     def _write_pointer(self, generation: int) -> None:
         meta = {"generation": generation, "version": uuid.uuid4().hex, "format": FORMAT_VERSION}
-        _call(lambda: self._meta().upsert(ids=[_POINTER], embeddings=[[1.0]],
+        self._call(lambda: self._meta().upsert(ids=[_POINTER], embeddings=[[1.0]],
                                           metadatas=[meta], documents=[""]))
 
     def _names(self, generation: int) -> tuple[str, str]:
         return f"{self.name}-g{generation}", f"{self.name}-g{generation}-docs"
 
     def _collection_names(self) -> set[str]:
-        cols = _call(self.client.list_collections)
+        cols = self._call(self.client.list_collections)
         return {c if isinstance(c, str) else c.name for c in cols}
 
     def _is_legacy(self) -> bool:
@@ -238,13 +264,13 @@ class ChromaStore:
                 gen = int(ptr["generation"])
         chunks_name, docs_name = self._names(gen)
         if create:
-            chunks = _call(lambda: self.client.get_or_create_collection(
+            chunks = self._call(lambda: self.client.get_or_create_collection(
                 chunks_name,
                 metadata={_EMBED_KEY: self.embed_id, "hnsw:space": "cosine",
                           "format": FORMAT_VERSION},
                 embedding_function=None,  # never let Chroma download its default model
             ))
-            docs = _call(lambda: self.client.get_or_create_collection(
+            docs = self._call(lambda: self.client.get_or_create_collection(
                 docs_name, metadata={"hnsw:space": "cosine"}, embedding_function=None))
             if self._pinned is None and self._pointer() is None:
                 self._write_pointer(gen)
@@ -255,9 +281,10 @@ class ChromaStore:
                     f"The index's collection {chunks_name!r} is missing. Rebuild it: "
                     "`rag index --rebuild`."
                 )
-            chunks = _call(lambda: self.client.get_collection(chunks_name,
+            chunks = self._call(lambda: self.client.get_collection(chunks_name,
                                                               embedding_function=None))
-            docs = _call(lambda: self.client.get_collection(docs_name, embedding_function=None))
+            docs = self._call(lambda: self.client.get_collection(docs_name,
+                                                                 embedding_function=None))
         self._chunks, self._docs, self._gen = chunks, docs, gen
         self._check_embedder()
         return self._chunks
@@ -285,7 +312,8 @@ class ChromaStore:
         gens = [current] + [int(m.group(1)) for n in names
                             if (m := re.fullmatch(re.escape(self.name) + r"-g(\d+)", n))]
         gen = max(gens) + 1
-        aside = ChromaStore(self.client, self.name, self.embed_id, generation=gen)
+        aside = ChromaStore(self.client, self.name, self.embed_id, generation=gen,
+                            local_path=self.local_path)
         aside._collection(create=True)
         return aside
 
@@ -317,7 +345,7 @@ class ChromaStore:
                 continue
             if older_only and m.group(1) is not None and int(m.group(1)) > current:
                 continue
-            _call(lambda n=n: self.client.delete_collection(n))
+            self._call(lambda n=n: self.client.delete_collection(n))
             dropped.append(n)
             logger.info("dropped old collection %s", n)
         return dropped
@@ -329,24 +357,24 @@ class ChromaStore:
         pattern = re.compile(re.escape(self.name) + r"(-g\d+)?(-docs|-meta)?")
         for n in sorted(names):
             if pattern.fullmatch(n):
-                _call(lambda n=n: self.client.delete_collection(n))
+                self._call(lambda n=n: self.client.delete_collection(n))
         self._chunks = self._docs = self._meta_col = None
         self._gen = None
 
     def count(self) -> int:
         col = self._collection(create=False)
-        return _call(col.count)
+        return self._call(col.count)
 
     # --- documents -----------------------------------------------------------------------------
     def documents(self) -> dict[str, DocInfo]:
         self._collection(create=True)
-        got = _call(lambda: self._docs.get(include=["metadatas"]))
+        got = self._call(lambda: self._docs.get(include=["metadatas"]))
         return {m["source"]: _docinfo(m) for m in got["metadatas"] or []}
 
     def document_text(self, source: str) -> tuple[DocInfo, str, list[tuple[int, int]]] | None:
         """The indexed article's full text and body spans, or None if it is not in the index."""
         self._collection(create=False)
-        got = _call(lambda: self._docs.get(ids=[_doc_id(source)],
+        got = self._call(lambda: self._docs.get(ids=[_doc_id(source)],
                                            include=["metadatas", "documents"]))
         if not got["ids"]:
             return None
@@ -360,7 +388,7 @@ class ChromaStore:
         counts: dict[str, int] = {}
         offset, page = 0, 5000
         while True:
-            got = _call(lambda o=offset: col.get(include=["metadatas"], limit=page, offset=o))
+            got = self._call(lambda o=offset: col.get(include=["metadatas"], limit=page, offset=o))
             for m in got["metadatas"] or []:
                 counts[m["source"]] = counts.get(m["source"], 0) + 1
             if len(got["ids"]) < page:
@@ -374,20 +402,20 @@ class ChromaStore:
         chunks are deleted, then its record is written (the record says the write finished)."""
         col = self._collection(create=True)
         new_ids = [c.id for c in chunks]
-        batch = max(1, _call(self.client.get_max_batch_size))
+        batch = max(1, self._call(self.client.get_max_batch_size))
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
-            _call(lambda part=part, i=i: col.upsert(
+            self._call(lambda part=part, i=i: col.upsert(
                 ids=[c.id for c in part],
                 embeddings=vectors[i : i + batch],
                 documents=[c.text for c in part],
                 metadatas=[_chunk_meta(c) for c in part],
             ))
-        old = _call(lambda: col.get(where={"source": doc.source}, include=[]))["ids"]
+        old = self._call(lambda: col.get(where={"source": doc.source}, include=[]))["ids"]
         stale = sorted(set(old) - set(new_ids))
         for i in range(0, len(stale), batch):
-            _call(lambda i=i: col.delete(ids=stale[i : i + batch]))
-        _call(lambda: self._docs.upsert(
+            self._call(lambda i=i: col.delete(ids=stale[i : i + batch]))
+        self._call(lambda: self._docs.upsert(
             ids=[_doc_id(doc.source)],
             embeddings=[[1.0]],  # the docs collection is looked up by id, never by vector
             documents=[doc.text],
@@ -424,15 +452,15 @@ class ChromaStore:
     def delete_chunks(self, ids: Sequence[str]) -> None:
         col = self._collection(create=True)
         if ids:
-            _call(lambda: col.delete(ids=list(ids)))
+            self._call(lambda: col.delete(ids=list(ids)))
             self._touch()
 
     def delete_document(self, source: str) -> None:
         """Chunks first, record last: a crash in between leaves a record whose file is gone,
         which the next `rag index` deletes again."""
         col = self._collection(create=True)
-        _call(lambda: col.delete(where={"source": source}))
-        _call(lambda: self._docs.delete(ids=[_doc_id(source)]))
+        self._call(lambda: col.delete(where={"source": source}))
+        self._call(lambda: self._docs.delete(ids=[_doc_id(source)]))
         self._touch()
 
     # --- chunks --------------------------------------------------------------------------------
@@ -440,8 +468,8 @@ class ChromaStore:
         col = self._collection(create=False)
         offset = 0
         while True:
-            got = _call(lambda o=offset: col.get(include=["documents", "metadatas"], limit=page,
-                                                offset=o))
+            got = self._call(lambda o=offset: col.get(include=["documents", "metadatas"],
+                                                      limit=page, offset=o))
             for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
                 yield _chunk(cid, text, meta)
             if len(got["ids"]) < page:
@@ -455,7 +483,7 @@ class ChromaStore:
         parts: list[np.ndarray] = []
         offset = 0
         while True:
-            got = _call(lambda o=offset: col.get(include=["embeddings"], limit=page, offset=o))
+            got = self._call(lambda o=offset: col.get(include=["embeddings"], limit=page, offset=o))
             ids.extend(got["ids"])
             if len(got["ids"]):
                 parts.append(np.asarray(got["embeddings"], dtype=np.float32))
@@ -480,11 +508,11 @@ class ChromaStore:
 
     def chunk_ids(self) -> list[str]:
         col = self._collection(create=False)
-        return sorted(_call(lambda: col.get(include=[]))["ids"])
+        return sorted(self._call(lambda: col.get(include=[]))["ids"])
 
     def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
         col = self._collection(create=False)
-        got = _call(lambda: col.get(ids=list(ids), include=["documents", "metadatas"]))
+        got = self._call(lambda: col.get(ids=list(ids), include=["documents", "metadatas"]))
         by_id = {
             cid: _chunk(cid, t, m)
             for cid, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
@@ -494,10 +522,10 @@ class ChromaStore:
     def query(self, vector: np.ndarray, n: int) -> list[tuple[Chunk, float]]:
         """Nearest chunks by cosine similarity (1 - distance), best first."""
         col = self._collection(create=False)
-        total = _call(col.count)
+        total = self._call(col.count)
         if total == 0:
             return []
-        got = _call(lambda: col.query(
+        got = self._call(lambda: col.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=min(n, total),
             include=["documents", "metadatas", "distances"],
         ))
@@ -549,4 +577,6 @@ def _docinfo(m: dict) -> DocInfo:
 
 
 def open_store(settings, embed_id: str | None = None) -> ChromaStore:
-    return ChromaStore(make_client(settings), settings.collection, embed_id or settings.embed_id)
+    local = None if settings.chroma_host else Path(settings.index_dir)
+    return ChromaStore(make_client(settings), settings.collection,
+                       embed_id or settings.embed_id, local_path=local)

@@ -181,11 +181,29 @@ class ChatUI:
 
     # --- documents -----------------------------------------------------------------------------
     def doc(self, source: str) -> R.DocText | None:
+        """The indexed article, or None when it is not in the index. An unreachable store
+        raises RagError: that is an outage to report, not a missing article."""
         try:
             return self.pipeline.document(source)
-        except Exception:  # noqa: BLE001 - a missing document must not break an answer's render
+        except RagError:
+            raise
+        except Exception:  # noqa: BLE001 - a broken document must not break an answer's render
             logger.exception("could not fetch %s from the index", source)
             return None
+
+    def _doc_for_render(self, source: str) -> R.DocText | None:
+        # The Sources panel only decorates with the article's title: no store, no title.
+        try:
+            return self.doc(source)
+        except RagError:
+            return None
+
+    def _doc_or_message(self, source: str) -> R.DocText | str:
+        try:
+            return self.doc(source)
+        except RagError as e:
+            logger.warning("could not open %s: %s", source, e)
+            return str(e)
 
     def doc_choices(self) -> list[tuple[str, str]]:
         try:
@@ -251,7 +269,7 @@ class ChatUI:
                                        {"role": "assistant", "content": answer.answer}),
             answers=session.answers + (answer,),
         )
-        yield list(shown), gr.skip(), R.render_sources(answer, turn, self.doc), new
+        yield list(shown), gr.skip(), R.render_sources(answer, turn, self._doc_for_render), new
 
     def _failed(self, session: Session, shown: list[dict], message: str,
                 partial: str) -> tuple[Any, Any, Any, Any]:
@@ -261,7 +279,7 @@ class ChatUI:
         return list(shown), gr.skip(), gr.skip(), new
 
     def new_chat(self) -> tuple[Any, ...]:
-        return ([], "", R.render_sources(None, 0, self.doc),
+        return ([], "", R.render_sources(None, 0, self._doc_for_render),
                 R.render_viewer_message(VIEWER_HINT),
                 Session())
 
@@ -293,8 +311,10 @@ class ChatUI:
                     gr.skip()
             source, span = hit.chunk.source, (hit.chunk.start, hit.chunk.end)
             label = f"retrieved passage #{k}, {R.lines_label(hit.chunk.lines)} (not cited)"
-        got = self.doc(source)
-        sources = R.render_sources(answer, turn, self.doc, active=active)
+        got = self._doc_or_message(source)
+        sources = R.render_sources(answer, turn, self._doc_for_render, active=active)
+        if isinstance(got, str):
+            return sources, R.render_viewer_message(got), gr.skip()
         if got is None:
             return sources, R.render_viewer_message(
                 f"{source} is no longer in the index."), gr.skip()
@@ -305,7 +325,9 @@ class ChatUI:
         """Open a whole indexed article picked from the list (no highlight)."""
         if not source:
             return R.render_viewer_message("Pick an article.")
-        got = self.doc(source)
+        got = self._doc_or_message(source)
+        if isinstance(got, str):
+            return R.render_viewer_message(got)
         if got is None:
             return R.render_viewer_message(f"{source} is not in the index.")
         info, text, kept = got
@@ -429,7 +451,7 @@ def build_ui(pipeline: Any, settings: Settings, upload_dir: Path | None = None) 
                     )
                     upload_status = gr.HTML("", elem_id="upload-status")
             with gr.Column(scale=2, min_width=320, elem_id="side"):
-                sources = gr.HTML(R.render_sources(None, 0, ui.doc), elem_id="sources")
+                sources = gr.HTML(R.render_sources(None, 0, ui._doc_for_render), elem_id="sources")
                 doc_pick = gr.Dropdown(choices=[], value=None, label="Open an indexed article",
                                        show_label=False, container=False, elem_id="doc-pick",
                                        interactive=True)

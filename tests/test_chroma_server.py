@@ -30,35 +30,43 @@ def _chroma_bin() -> str:
     return exe
 
 
-@pytest.fixture
-def chroma_server(tmp_path):
-    port = _free_port()
+def start_chroma(tmp_path: Path, port: int) -> subprocess.Popen:
+    """A `chroma run` on 127.0.0.1:port serving tmp_path/server-data, once it listens."""
     # The server logs every request: to a file, since an unread pipe fills up and blocks it.
-    log = open(tmp_path / "chroma.log", "wb")  # noqa: SIM115 - closed after the server stops
-    proc = subprocess.Popen(
-        [_chroma_bin(), "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    with open(tmp_path / "chroma.log", "ab") as log:
+        proc = subprocess.Popen(
+            [_chroma_bin(), "run", "--path", str(tmp_path / "server-data"), "--host",
+             "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
+                return proc
         except OSError:
             if proc.poll() is not None:
                 pytest.fail(f"chroma run exited: {(tmp_path / 'chroma.log').read_text()[-2000:]}")
             time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("chroma run did not start listening within 60 s")
-    yield port, tmp_path / "server-data"
+    proc.kill()
+    pytest.fail("chroma run did not start listening within 60 s")
+
+
+def stop_chroma(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+        proc.wait()
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    port = _free_port()
+    proc = start_chroma(tmp_path, port)
+    yield port, tmp_path / "server-data"
+    stop_chroma(proc)
 
 
 def test_index_and_retrieve_through_a_chroma_server(chroma_server, settings_factory,
@@ -82,3 +90,39 @@ def test_unreachable_server_says_how_to_start_one(settings_factory, hash_embedde
     s = settings_factory(chroma_host="127.0.0.1", chroma_port=_free_port())
     with pytest.raises(RagError, match="chroma run"):
         build_pipeline(s, embedder=hash_embedder)
+
+
+def test_server_stopped_mid_session_is_an_outage_not_a_missing_article(
+        tmp_path, settings_factory, hash_embedder, seeds_copy):
+    """Finding 8/15: with the server down the user is told to start it (in the app as in the
+    CLI), nothing is reported as "not in the index", and after a restart all is there."""
+    from rag.settings import load_settings
+    from rag.ui import ChatUI, Session
+
+    port = _free_port()
+    proc = start_chroma(tmp_path, port)
+    try:
+        s = settings_factory(chroma_host="127.0.0.1", chroma_port=port, data_dir=seeds_copy)
+        pipe = build_pipeline(s, embedder=hash_embedder)
+        total = pipe.index().total_chunks
+        answer = pipe.ask("Колко артилерийски снаряда?", mode="extractive")
+        source = answer.citations[0].source
+        stop_chroma(proc)
+        with pytest.raises(RagError, match="cannot be reached"):
+            pipe.retrieve("Ашота Мкртичева санкції")
+        with pytest.raises(RagError, match="cannot be reached"):
+            pipe.document(source)
+        ui = ChatUI(pipe, load_settings(index_dir=tmp_path / "ui", mode="extractive"))
+        session = Session(answers=(answer,))
+        _, viewer, _ = ui.open_ref("cite-0-1", session)
+        assert "cannot be reached" in viewer and "no longer in the index" not in viewer
+        chat = list(ui.respond("Колко снаряда?", Session(), "extractive"))[-1][0]
+        assert "cannot be reached" in chat[-1]["content"]
+        res = pipe.add_document("new.txt", "Нова статия за Кореја.\nВтора реченица.\n".encode())
+        assert not res.ok and "cannot be reached" in res.message
+        proc = start_chroma(tmp_path, port)
+        assert pipe.retrieve("Ашота Мкртичева санкції")[0].chunk.source == \
+            "002_a6ed56d92cdbdb72.txt"
+        assert pipe.store.count() == total and pipe.document(source) is not None
+    finally:
+        stop_chroma(proc)

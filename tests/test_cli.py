@@ -180,3 +180,17 @@ def test_real_rag_eval_retrieval_only_on_the_seeds(tmp_path):
     rows = (out_dir / "results.jsonl").read_text().splitlines()
     assert len(rows) == sum(1 for _ in (ROOT / "seeds" / "questions.jsonl").open())
     assert "| hit@1 |" in (out_dir / "report.md").read_text()
+
+
+def test_add_saves_into_uploads_only_after_indexing(run, seeds_copy, tmp_path):
+    run("index", str(seeds_copy))
+    f = tmp_path / "note.txt"
+    f.write_text("Нова статия за Кореја.\nВтора реченица за ракетите.\n", encoding="utf-8")
+    code, out, _ = run("add", str(f))
+    assert code == 0 and out.startswith("Added")
+    assert (tmp_path / "index" / "uploads" / "note.txt").read_bytes() == f.read_bytes()
+    bad = tmp_path / "menu.txt"
+    bad.write_text("menu closed\nmenu open\n", encoding="utf-8")
+    code, _, err = run("add", str(bad))
+    assert code == 1 and "not added" in err
+    assert not (tmp_path / "index" / "uploads" / "menu.txt").exists()

@@ -36,6 +36,9 @@ expect = sync_api.expect
 
 QUESTION = "What weapons did North Korea allegedly send to Russia?"
 TIMEOUT = 90_000  # ms; two shared cores, a cold embedder
+# Every assertion waits for the state it expects, up to TIMEOUT: page.set_default_timeout does
+# not reach `expect`, whose own default (5 s) failed on a busy machine (issue 10, finding 7).
+expect.set_options(timeout=TIMEOUT)
 XSS_ARTICLE = (
     "Фестивалот Зорблат во Квенби\n"
     "\n"

@@ -28,22 +28,30 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
 
 
 def test_wheel_installs_and_answers(tmp_path):
-    dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), str(ROOT)],
-         cwd=tmp_path)
-    wheel = next(dist.glob("newsrag-*.whl"))
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
-    py = venv / "bin" / "python"
-    _run([str(py), "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path)
-
     work = tmp_path / "work"
     (work / "articles").mkdir(parents=True)
-    for f in SEED_FILES[:3]:
+    for f in SEED_FILES:
         shutil.copy(f, work / "articles" / f.name)
+    # No PYTHONPATH: with the checkout on it, pip would find the checkout's metadata and call
+    # the wheel "already installed", and Python would import the checkout instead.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAG_SETTINGS_FILE")}
     env.update(HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False",
                RAG_SETTINGS_FILE=str(work / "none.toml"))
+
+    # Built from a clean copy of what the wheel is made of: a build/ folder left in the
+    # checkout could hold files that no longer exist.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "rag", src / "rag", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)],
+         cwd=tmp_path, env=env)
+    wheel = next(dist.glob("newsrag-*.whl"))
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=env)
+    py = venv / "bin" / "python"
+    _run([str(py), "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path, env=env)
     rag = str(venv / "bin" / "rag")
     # The package imported is the installed one, not the checkout.
     where = _run([str(py), "-c", "import rag; print(rag.__file__)"], cwd=work, env=env)
