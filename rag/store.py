@@ -430,19 +430,19 @@ class ChromaStore:
         chunks without records, which the next `rag index` removes. Documents already in the
         index must go through `replace_document`, which also deletes their old chunks."""
         col = self._collection(create=True)
-        batch = max(1, _call(self.client.get_max_batch_size))
+        batch = max(1, self._call(self.client.get_max_batch_size))
         chunks = [c for _d, cs, _v in items for c in cs]
         vectors = (np.vstack([v for _d, cs, v in items if len(cs)]) if chunks
                    else np.zeros((0, 0), np.float32))
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
-            _call(lambda part=part, i=i: col.upsert(
+            self._call(lambda part=part, i=i: col.upsert(
                 ids=[c.id for c in part], embeddings=vectors[i : i + batch],
                 documents=[c.text for c in part], metadatas=[_chunk_meta(c) for c in part]))
         docs = [(d, len(cs)) for d, cs, _v in items]
         for i in range(0, len(docs), batch):
             part = docs[i : i + batch]
-            _call(lambda part=part: self._docs.upsert(
+            self._call(lambda part=part: self._docs.upsert(
                 ids=[_doc_id(d.source) for d, _n in part],
                 embeddings=[[1.0]] * len(part),
                 documents=[d.text for d, _n in part],
@@ -499,7 +499,7 @@ class ChromaStore:
         got_ids: list[str] = []
         parts: list[np.ndarray] = []
         for lo in range(0, len(ids), page):
-            got = _call(lambda lo=lo: col.get(ids=list(ids[lo : lo + page]),
+            got = self._call(lambda lo=lo: col.get(ids=list(ids[lo : lo + page]),
                                               include=["embeddings"]))
             got_ids.extend(got["ids"])
             if len(got["ids"]):
