@@ -142,6 +142,15 @@ def _parse_form(form: str, concept: str) -> _Form:
                  tuple(p.endswith("*") for p in raw), caps, concept)
 
 
+_KEY_CHARS = 3
+_SHORT = "\x00"  # marks the key of a first part shorter than _KEY_CHARS
+
+
+def _form_key(first_part: str) -> str:
+    key = first_part.casefold()
+    return key[:_KEY_CHARS] if len(key) >= _KEY_CHARS else key + _SHORT
+
+
 @dataclass(frozen=True)
 class Match:
     start: int  # token index
@@ -166,7 +175,7 @@ class Lexicon:
                 for f in forms:
                     form = _parse_form(f, cid)
                     if form.parts and form.parts[0]:
-                        self._index[lang].setdefault(form.parts[0][:1].casefold(), []).append(form)
+                        self._index[lang].setdefault(_form_key(form.parts[0]), []).append(form)
         for table in self._index.values():
             for forms in table.values():
                 # Longest first: "north korea" before "korea", "ministarstv" before "ministar".
@@ -188,9 +197,15 @@ class Lexicon:
         i = 0
         while i < len(toks):
             best: Match | None = None
-            first = toks[i].norm[:1]
+            norm = toks[i].norm
+            # A form can only match a token that begins with its first part: look only at the
+            # forms keyed by the token's first three letters (first parts of 3+ letters; longer
+            # parts sort first, as before), then at those with shorter first parts. Scanning
+            # every form with the same first letter was most of an extractive answer's time.
+            keys = (norm[:_KEY_CHARS], *(norm[:n] + _SHORT for n in range(_KEY_CHARS - 1, 0, -1)))
             for code in langs:
-                for form in self._index[code].get(first, ()):
+                table = self._index[code]
+                for form in (f for k in keys for f in table.get(k, ())):
                     n = len(form.parts)
                     if best is not None and n <= best.end - best.start:
                         continue
