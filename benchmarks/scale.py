@@ -394,6 +394,9 @@ def synthetic(sizes: list[int], modes: list[str], work: Path, queries: int,
                            ans_p95=pct(after_ms, 95), rss_mb=rss_mb(), disk_mb=disk)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
+                # Kept as it goes: a long run that is stopped still leaves its figures.
+                with open(work / "synthetic.jsonl", "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
         finally:
             if server:
                 server.stop()
