@@ -179,6 +179,15 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux carries that over from the parent
+    through fork and exec, so a child would report the benchmark's own peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def du_mb(*paths: Path) -> float:
     total = 0
     for p in paths:
@@ -280,7 +289,7 @@ def child_first_answer(args: argparse.Namespace) -> None:
     total = time.perf_counter() - t0
     print(json.dumps({"open_s": t_open, "first_answer_s": total,
                       "retrieve_ms": ans.timings.retrieve_ms,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_rss_mb": _hwm_mb(),
                       "cited": len(ans.citations)}))
 
 
