@@ -20,6 +20,7 @@ model, so they are rebuilt only when the collection (or the way they are compute
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -697,6 +698,7 @@ class HybridRetriever:
 _SHINGLE = 4  # words per shingle: long enough that two unrelated passages rarely share one
 
 
+@functools.lru_cache(maxsize=8192)  # the same passages come back for related questions
 def shingles(text: str) -> frozenset[int]:
     """Hashed word 4-grams of the passage, case- and punctuation-insensitive."""
     words = _WORD.findall(text.casefold())
