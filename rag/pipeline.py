@@ -195,13 +195,14 @@ class Pipeline:
             doc = document_from_bytes(data, name, str(dest))
             if isinstance(doc, Skipped):
                 return AddResult(False, f"{name} was not added: {doc.reason}.")
-            if progress:
-                progress(0, 1, name)
             chunks = chunk_document(doc, self.settings.chunk_size, self.settings.chunk_overlap)
+            if progress:
+                progress(0, len(chunks), name)
             tmp = self.upload_dir / f".{name}.part"
             try:
                 vectors = _embed(self.embedder, [c.text for c in chunks],
-                                 self.settings.embed_batch_size)
+                                 self.settings.embed_batch_size,
+                                 (lambda d, t: progress(d, t, name)) if progress else None)
                 # Written (and synced) beside its final place first: the index must never hold
                 # a document whose file cannot be put in place afterwards (full disk).
                 self.upload_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ class Pipeline:
             finally:
                 self.retriever.refresh()
             if progress:
-                progress(1, 1, "")
+                progress(len(chunks), len(chunks), "")
         logger.info("uploaded and indexed %s (%d chunks)", dest, len(chunks))
         passages = "1 passage" if len(chunks) == 1 else f"{len(chunks)} passages"
         verb = "Updated" if old is not None else "Added"

@@ -24,11 +24,13 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,29 @@ def node_to_chunk(node) -> Chunk:
 # Hubness
 # --------------------------------------------------------------------------------------------
 
+def _hub_rows(v: np.ndarray, ref: np.ndarray, own: np.ndarray | None, k: int) -> np.ndarray:
+    """Mean of each row's `k` highest similarities to `ref`; `own[i]` ≥ 0 is row i's own
+    position in `ref` (never its own neighbour)."""
+    out = np.empty(len(v), dtype=np.float32)
+    for lo in range(0, len(v), 1024):  # bounded memory: one 1024 × |ref| block at a time
+        hi = min(lo + 1024, len(v))
+        sims = v[lo:hi] @ ref.T
+        if own is not None:
+            o = own[lo:hi]
+            rows = np.nonzero(o >= 0)[0]
+            sims[rows, o[rows]] = -np.inf
+        top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+        out[lo:hi] = top.mean(axis=1)
+    return out
+
+
+def _hub_reference(n: int, sample: int) -> np.ndarray:
+    """Rows of the reference set: all of them, or a fixed random sample above `sample`."""
+    if n > sample:
+        return np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
+    return np.arange(n)
+
+
 def hubness(vectors: np.ndarray, neighbours: int = HUB_NEIGHBOURS,
             sample: int = HUB_SAMPLE) -> np.ndarray:
     """Mean cosine similarity of each (L2-normalised) row to its `neighbours` nearest other
@@ -91,25 +116,12 @@ def hubness(vectors: np.ndarray, neighbours: int = HUB_NEIGHBOURS,
     if n < 2:
         return np.zeros(n, dtype=np.float32)
     v = np.asarray(vectors, dtype=np.float32)
-    ref_idx = np.arange(n)
-    if n > sample:
-        ref_idx = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
+    ref_idx = _hub_reference(n, sample)
     # Where each row sits in the reference set (-1: not in it), so that a passage is never
     # counted as its own neighbour.
     pos = np.full(n, -1)
     pos[ref_idx] = np.arange(len(ref_idx))
-    ref = v[ref_idx]
-    k = min(neighbours, len(ref_idx) - 1)
-    out = np.empty(n, dtype=np.float32)
-    for lo in range(0, n, 1024):  # bounded memory: one 1024 × |ref| block at a time
-        hi = min(lo + 1024, n)
-        sims = v[lo:hi] @ ref.T
-        own = pos[lo:hi]
-        rows = np.nonzero(own >= 0)[0]
-        sims[rows, own[rows]] = -np.inf
-        top = -np.partition(-sims, k - 1, axis=1)[:, :k]
-        out[lo:hi] = top.mean(axis=1)
-    return out
+    return _hub_rows(v, v[ref_idx], pos, min(neighbours, len(ref_idx) - 1))
 
 
 def _fingerprint(ids: Sequence[str], *extra: str) -> str:
@@ -117,34 +129,149 @@ def _fingerprint(ids: Sequence[str], *extra: str) -> str:
     return h.hexdigest()[:16]
 
 
-def load_hubness(store: ChromaStore, cache_dir: Path | None,
-                 ids: Sequence[str] | None = None) -> dict[str, float]:
-    """chunk id → hubness, from `cache_dir/hubness.json` if it matches the collection."""
+# Persisted caches are content-addressed: a file or folder named by the fingerprint of the chunk
+# ids it was built from is complete once it has that name (written aside, then renamed), and
+# never changes afterwards. Several processes sharing one index folder (two app servers on one
+# Chroma server) thus read and write them without locks: each loads the one for the collection
+# it sees, and a writer never changes what another is reading. The newest few are kept.
+_KEEP_CACHES = 3
+
+
+def _prune(cache_dir: Path, pattern: str, keep: Path) -> None:
+    old = sorted((p for p in cache_dir.glob(pattern) if p != keep),
+                 key=lambda p: p.stat().st_mtime if p.exists() else 0.0, reverse=True)
+    for p in old[_KEEP_CACHES - 1:]:
+        _remove(p)
+
+
+def _remove(p: Path) -> None:
+    try:
+        if p.is_dir():
+            for f in p.iterdir():
+                f.unlink(missing_ok=True)
+            p.rmdir()
+        else:
+            p.unlink(missing_ok=True)
+    except OSError:
+        pass  # another process removed it first, or is writing into it
+
+
+def _newest(cache_dir: Path | None, pattern: str) -> Path | None:
+    if cache_dir is None or not cache_dir.is_dir():
+        return None
+    found = [p for p in cache_dir.glob(pattern) if not p.name.startswith(".")]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+@dataclass
+class HubTable:
+    """chunk id → hubness, with the reference vectors it was measured against, so that new
+    chunks can be scored against the same reference without reading the whole collection."""
+
+    fingerprint: str
+    values: dict[str, float]
+    ref_ids: list[str]
+    ref: np.ndarray  # (len(ref_ids), dim), L2-normalised
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=np.array(list(self.values), dtype=str),
+                     hub=np.array(list(self.values.values()), dtype=np.float32),
+                     ref_ids=np.array(self.ref_ids, dtype=str),
+                     ref=np.asarray(self.ref, dtype=np.float32),
+                     fingerprint=np.array(self.fingerprint))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> HubTable:
+        with np.load(path) as z:
+            return cls(fingerprint=str(z["fingerprint"]),
+                       values=dict(zip(z["ids"].tolist(), z["hub"].tolist(), strict=True)),
+                       ref_ids=z["ref_ids"].tolist(), ref=z["ref"])
+
+
+def refresh_hubness(store: ChromaStore, cache_dir: Path | None,
+                    ids: Sequence[str] | None = None,
+                    previous: HubTable | None = None, background: bool = False) -> HubTable:
+    """The hubness table for the collection as it is: from its persisted file if there is one;
+    else, when the corpus is larger than the reference sample and an earlier table is at hand
+    (`previous`, or the newest on disk), incrementally: removed chunks dropped, added ones
+    scored against the earlier reference (reading only their vectors); else in full."""
     ids = sorted(ids if ids is not None else store.chunk_ids())
     fp = _fingerprint(ids, store.embed_id, str(HUB_NEIGHBOURS), str(HUB_SAMPLE))
-    path = cache_dir / "hubness.json" if cache_dir is not None else None
-    if path is not None:
+    path = cache_dir / f"hubness-{fp}.npz" if cache_dir is not None else None
+    if previous is not None and previous.fingerprint == fp:
+        return previous
+    if path is not None and path.exists():
         try:
-            data = json.loads(path.read_text())
-            if data["fingerprint"] == fp:
-                return dict(zip(data["ids"], data["hubness"], strict=True))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # absent or stale: rebuild below
+            return HubTable.load(path)
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            logger.warning("the hubness cache %s is damaged (%s): recomputing it", path, e)
+            _remove(path)
+    if previous is None and (newest := _newest(cache_dir, "hubness-*.npz")) is not None:
+        try:
+            previous = HubTable.load(newest)
+        except (OSError, ValueError, KeyError, EOFError):
+            previous = None
     t0 = time.perf_counter()
-    got_ids, vecs = store.vectors()
-    table = dict(zip(got_ids, hubness(vecs).tolist(), strict=True)) if got_ids else {}
-    logger.info("computed hubness of %d chunks in %.0f ms", len(table),
+    table = _hub_incremental(store, ids, previous, fp) if previous is not None else None
+    how = "incrementally"
+    if table is None:
+        how = "in full"
+        got_ids, vecs = store.vectors()
+        if len(got_ids) < 2:
+            table = HubTable(fp, dict.fromkeys(got_ids, 0.0), list(got_ids),
+                             np.zeros((len(got_ids), 0), np.float32))
+        else:
+            ref_idx = _hub_reference(len(got_ids), HUB_SAMPLE)
+            table = HubTable(fp, dict(zip(got_ids, hubness(vecs).tolist(), strict=True)),
+                             [got_ids[i] for i in ref_idx], vecs[ref_idx])
+    logger.info("computed hubness of %d chunks %s in %.0f ms", len(table.values), how,
                 (time.perf_counter() - t0) * 1000)
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"fingerprint": fp, "ids": list(table),
-                                       "hubness": list(table.values())}))
-            tmp.replace(path)
-        except OSError as e:
-            logger.warning("could not persist the hubness table to %s: %s", path, e)
+        if background:
+            _write_later(_persist_hub, table, path)
+        else:
+            _persist_hub(table, path)
     return table
+
+
+def _persist_hub(table: HubTable, path: Path) -> None:
+    try:
+        table.save(path)
+        _prune(path.parent, "hubness-*.npz", path)
+    except OSError as e:
+        logger.warning("could not persist the hubness table to %s: %s", path, e)
+
+
+def _hub_incremental(store: ChromaStore, ids: list[str], previous: HubTable,
+                     fp: str) -> HubTable | None:
+    """None when a full computation is due: a corpus within the reference sample (where every
+    passage is everyone's reference, and the full computation is cheap), or a reference that
+    lost more than a tenth of its members."""
+    idset = set(ids)
+    if len(ids) <= HUB_SAMPLE or len(previous.ref_ids) < HUB_SAMPLE:
+        return None
+    alive = np.array([r in idset for r in previous.ref_ids], dtype=bool)
+    if alive.sum() < 0.9 * len(previous.ref_ids):
+        return None
+    values = {i: h for i, h in previous.values.items() if i in idset}
+    added = [i for i in ids if i not in values]
+    if added:
+        got_ids, vecs = store.vectors_of(added)
+        ref = previous.ref[alive]
+        values.update(zip(got_ids, _hub_rows(vecs, ref, None,
+                                             min(HUB_NEIGHBOURS, len(ref))).tolist(),
+                          strict=True))
+    return HubTable(fp, values, previous.ref_ids, previous.ref)
+
+
+def load_hubness(store: ChromaStore, cache_dir: Path | None,
+                 ids: Sequence[str] | None = None) -> dict[str, float]:
+    """chunk id → hubness (see `refresh_hubness`)."""
+    return refresh_hubness(store, cache_dir, ids).values
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,12 +316,15 @@ class LexicalRetriever(BaseRetriever):
     an arbitrary rank for it in the fusion.
     """
 
-    def __init__(self, bm25, chunks: list[Chunk], top_k: int, from_cache: bool = False):
+    def __init__(self, bm25, chunks: list[Chunk], top_k: int, from_cache: bool = False,
+                 corpus: TokenizedCorpus | None = None, fingerprint: str = ""):
         super().__init__()
         self.bm25 = bm25
         self.chunks = chunks  # row i of the BM25 matrix is chunks[i]
         self.top_k = top_k
         self.from_cache = from_cache  # for tests and logs: was the persisted index reused?
+        self.corpus = corpus  # the base of the next incremental refresh
+        self.fingerprint = fingerprint
 
     def scores(self, question: str) -> np.ndarray:
         vocab = self.bm25.vocab_dict
@@ -219,12 +349,110 @@ class LexicalRetriever(BaseRetriever):
                 for c, sc in self.top(query_bundle.query_str, self.top_k)]
 
 
+@dataclass
+class TokenizedCorpus:
+    """The chunks BM25 indexes, in row order, with their token ids: kept so that a change to
+    the collection tokenises only the chunks that are new."""
+
+    chunks: list[Chunk]
+    tokens: list[np.ndarray]  # int32 token ids per chunk, same order
+    vocab: dict[str, int]  # token → id, ids 0..len-1
+
+    def save(self, folder: Path) -> None:
+        flat = (np.concatenate(self.tokens) if self.tokens else np.zeros(0, np.int32))
+        offsets = np.cumsum([0] + [len(t) for t in self.tokens]).astype(np.int64)
+        with open(folder / "tokens.npz", "wb") as f:
+            np.savez(f, flat=flat.astype(np.int32), offsets=offsets,
+                     vocab=np.array(list(self.vocab), dtype=str))
+        # vars(), not asdict(): asdict deep-copies every field, and this runs per refresh.
+        (folder / "chunks.json").write_text(
+            json.dumps([vars(c) for c in self.chunks], ensure_ascii=False))
+
+    @classmethod
+    def load(cls, folder: Path) -> TokenizedCorpus:
+        chunks = [Chunk(**r) for r in json.loads((folder / "chunks.json").read_text())]
+        with np.load(folder / "tokens.npz") as z:
+            flat, offsets, words = z["flat"], z["offsets"], z["vocab"].tolist()
+        if len(offsets) != len(chunks) + 1:
+            raise ValueError("the cached tokens do not match the cached chunks")
+        tokens = [flat[offsets[i]:offsets[i + 1]] for i in range(len(chunks))]
+        return cls(chunks, tokens, {w: i for i, w in enumerate(words)})
+
+
+def _tokenize_into(texts: Sequence[str], vocab: dict[str, int]) -> list[np.ndarray]:
+    out = []
+    for text in texts:
+        out.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in bm25_tokens(text)),
+                               dtype=np.int32))
+    return out
+
+
+K1, B = 1.5, 0.75
+
+
+def _bm25_from(corpus: TokenizedCorpus):
+    """A bm25s index (Lucene BM25) over the tokenised corpus, its score matrix computed with
+    whole-array operations: bm25s's own `index` loops over the documents in Python, which
+    made a refresh of a 100k-passage index take most of a minute. Same scores (a test
+    compares them with bm25s's own build)."""
+    import bm25s
+    import scipy.sparse as sp
+
+    n = len(corpus.tokens)
+    n_vocab = len(corpus.vocab) + 1  # + the empty token bm25s keeps for token-less questions
+    lengths = np.fromiter((len(t) for t in corpus.tokens), dtype=np.int64, count=n)
+    flat = (np.concatenate(corpus.tokens).astype(np.int64) if lengths.sum()
+            else np.zeros(0, np.int64))
+    doc = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    counts = sp.coo_matrix((np.ones(len(flat), np.float32), (doc, flat)),
+                           shape=(n, n_vocab)).tocsr()
+    counts.sum_duplicates()
+    counts = counts.tocoo()
+    rows, cols, tf = counts.row, counts.col, counts.data
+    df = np.bincount(cols, minlength=n_vocab).astype(np.float64)
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+    avg = lengths.mean() if n else 1.0
+    score = (idf[cols] * tf / (K1 * ((1 - B) + B * lengths[rows] / avg) + tf)).astype(np.float32)
+    matrix = sp.csc_matrix((score, (rows, cols)), shape=(n, n_vocab), dtype=np.float32)
+    bm = bm25s.BM25(k1=K1, b=B, method="lucene")
+    bm.scores = {"data": matrix.data, "indices": matrix.indices.astype(np.int32),
+                 "indptr": matrix.indptr, "num_docs": n}
+    bm.vocab_dict = {**corpus.vocab, "": n_vocab - 1}
+    bm.unique_token_ids_set = set(bm.vocab_dict.values())
+    bm.nonoccurrence_array = None  # Lucene BM25 has none (bm25s sets it in its own index())
+    return bm
+
+
+# Cache files are written by one background thread: a refresh (an upload) returns once the new
+# state is in memory, not after rewriting tens of megabytes. Interpreter exit waits for it.
+_writer: ThreadPoolExecutor | None = None
+_writer_lock = threading.Lock()
+
+
+def _write_later(fn, *args) -> Future:
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-cache-write")
+        return _writer.submit(fn, *args)
+
+
+def wait_for_cache_writes() -> None:
+    """Block until the cache files queued so far are written (tests, benchmarks)."""
+    _write_later(lambda: None).result()
+
+
 def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
-              ids: Sequence[str] | None = None) -> LexicalRetriever | None:
-    """Load the persisted BM25 index if it matches the collection, else build (and persist) it."""
+              ids: Sequence[str] | None = None,
+              previous: LexicalRetriever | None = None,
+              background: bool = False) -> LexicalRetriever | None:
+    """The BM25 index for the collection as it is: the persisted one for exactly these chunks
+    if there is one; else built from an earlier tokenised corpus (`previous`, or the newest
+    persisted one) plus the chunks added since, so a change re-reads and re-tokenises only
+    those; else built in full. Scores are the same whichever way it was built."""
+    # bm25s sets its own logger to DEBUG when imported; let it follow ours instead.
     import bm25s
 
-    # bm25s sets its own logger to DEBUG when imported; let it follow ours instead.
     bm25_log = logging.getLogger("bm25s")
     if bm25_log.level == logging.DEBUG:
         bm25_log.setLevel(logging.NOTSET)
@@ -233,42 +461,79 @@ def load_bm25(store: ChromaStore, cache_dir: Path | None, top_k: int,
     if not ids:
         return None
     fp = _fingerprint(ids)
-    if cache_dir is not None:
+    folder = cache_dir / f"bm25-{fp}" if cache_dir is not None else None
+    if previous is not None and previous.fingerprint == fp:
+        return previous
+    if folder is not None and folder.is_dir():
         try:
-            if json.loads((cache_dir / "fingerprint.json").read_text())["fingerprint"] == fp:
-                bm = bm25s.BM25.load(str(cache_dir), show_progress=False)
-                rows = json.loads((cache_dir / "chunks.json").read_text())
-                chunks = [Chunk(**r) for r in rows]
-                # The fingerprint only says which index was meant; the files must also agree
-                # with it (a truncated or emptied chunks.json would crash every question).
-                if sorted(c.id for c in chunks) != ids or bm.scores["num_docs"] != len(chunks):
-                    raise ValueError("the cached chunks do not match the index")
-                logger.debug("loaded BM25 index from %s", cache_dir)
-                return LexicalRetriever(bm, chunks, top_k, from_cache=True)
+            corpus = TokenizedCorpus.load(folder)
+            bm = bm25s.BM25.load(str(folder), show_progress=False)
+            # The name only says which index was meant; the files must also agree with it (a
+            # truncated or emptied chunks.json would crash every question).
+            if (sorted(c.id for c in corpus.chunks) != ids
+                    or bm.scores["num_docs"] != len(corpus.chunks)):
+                raise ValueError("the cached chunks do not match the index")
+            logger.debug("loaded BM25 index from %s", folder)
+            return LexicalRetriever(bm, corpus.chunks, top_k, from_cache=True, corpus=corpus,
+                                    fingerprint=fp)
         except FileNotFoundError:
-            pass  # not built yet
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            logger.warning("the BM25 cache in %s is damaged (%s): rebuilding it", cache_dir, e)
-    t0 = time.perf_counter()
-    chunks = sorted(store.iter_chunks(), key=lambda c: c.id)
-    bm = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
-    bm.index([bm25_tokens(c.text) for c in chunks], show_progress=False)
-    if cache_dir is not None:
+            pass  # being written by another process, or pruned: build below
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as e:
+            logger.warning("the BM25 cache in %s is damaged (%s): rebuilding it", folder, e)
+            _remove(folder)  # so that the rebuilt index can take its name
+    base = previous.corpus if previous is not None else None
+    if base is None and (newest := _newest(cache_dir, "bm25-*")) is not None:
         try:
-            # The folder is shared with the hubness table: replace only BM25's own files, and
-            # drop the marker first so that a half-written index is never taken as current.
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            (cache_dir / "fingerprint.json").unlink(missing_ok=True)
-            bm.save(str(cache_dir), show_progress=False)
-            (cache_dir / "chunks.json").write_text(
-                json.dumps([asdict(c) for c in chunks], ensure_ascii=False))
-            # Written last: a half-written cache has no marker and is rebuilt next time.
-            (cache_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": fp}))
-        except OSError as e:
-            logger.warning("could not persist the BM25 index to %s: %s", cache_dir, e)
-    logger.info("built BM25 index over %d chunks in %.0f ms", len(chunks),
+            base = TokenizedCorpus.load(newest)
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
+            base = None  # no usable base: full build
+    t0 = time.perf_counter()
+    if base is not None:
+        idset = set(ids)
+        keep = [i for i, c in enumerate(base.chunks) if c.id in idset]
+        known = {base.chunks[i].id for i in keep}
+        added_ids = [i for i in ids if i not in known]
+        added: list[Chunk] = []
+        for lo in range(0, len(added_ids), 1000):
+            added.extend(store.get_chunks(added_ids[lo : lo + 1000]))
+        vocab = dict(base.vocab)
+        corpus = TokenizedCorpus([base.chunks[i] for i in keep] + added,
+                                 [base.tokens[i] for i in keep]
+                                 + _tokenize_into([c.text for c in added], vocab), vocab)
+        how = f"incrementally (+{len(added)} −{len(base.chunks) - len(keep)})"
+    else:
+        chunks = sorted(store.iter_chunks(), key=lambda c: c.id)
+        vocab = {}
+        corpus = TokenizedCorpus(chunks, _tokenize_into([c.text for c in chunks], vocab), vocab)
+        how = "in full"
+    bm = _bm25_from(corpus)
+    logger.info("built BM25 index over %d chunks %s in %.0f ms", len(corpus.chunks), how,
                 (time.perf_counter() - t0) * 1000)
-    return LexicalRetriever(bm, chunks, top_k)
+    if folder is not None:
+        if background:
+            _write_later(_persist_bm25, bm, corpus, folder)
+        else:
+            _persist_bm25(bm, corpus, folder)
+    return LexicalRetriever(bm, corpus.chunks, top_k, corpus=corpus, fingerprint=fp)
+
+
+def _persist_bm25(bm, corpus: TokenizedCorpus, folder: Path) -> None:
+    """Written into a hidden folder beside, then renamed: the folder is complete once named."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        bm.save(str(tmp), show_progress=False)
+        corpus.save(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not folder.is_dir():  # not "another process got there first"
+                raise
+            _remove(tmp)
+        _prune(folder.parent, "bm25-*", folder)
+    except OSError as e:
+        logger.warning("could not persist the BM25 index to %s: %s", folder, e)
+        _remove(tmp)
 
 
 class WeightedRRFRetriever(QueryFusionRetriever):
@@ -323,6 +588,7 @@ class RetrieverState:
     version: str
     fusion: WeightedRRFRetriever
     lexical: LexicalRetriever | None
+    hub: HubTable | None = None
 
 
 class HybridRetriever:
@@ -345,6 +611,8 @@ class HybridRetriever:
         self.rrf_k = rrf_k
         self.hub_penalty = hub_penalty
         self._state: RetrieverState | None = None
+        # The last state built: the base of the next (incremental) one after a refresh().
+        self._base: RetrieverState | None = None
         # One build at a time. Queries wait on it only when the collection changed, and then
         # would have to wait for the new state anyway.
         self._build_lock = threading.Lock()
@@ -355,7 +623,12 @@ class HybridRetriever:
         return state.lexical if state is not None else None
 
     def refresh(self) -> None:
-        """Forget the current state so the next query builds one for the changed collection."""
+        """Retire the current state so the next query builds one for the changed collection.
+        The retired state stays the base of that build: BM25 re-tokenises, and hubness
+        scores, only the chunks added since (the per-query version check does the same for
+        writes by other processes)."""
+        if self._state is not None:
+            self._base = self._state
         self._state = None
 
     def _build(self, version: str) -> RetrieverState:
@@ -363,15 +636,21 @@ class HybridRetriever:
 
         if self.store.count() == 0:
             raise RagError("The index is empty: run `rag index` to add articles.")
+        base = self._state or self._base
         ids = self.store.chunk_ids()
-        hub = (load_hubness(self.store, self.bm25_dir, ids) if self.hub_penalty else None)
+        hub = (refresh_hubness(self.store, self.bm25_dir, ids,
+                               previous=base.hub if base is not None else None, background=True)
+               if self.hub_penalty else None)
         retrievers: list[BaseRetriever] = [
-            DenseRetriever(self.store, self.embedder, self.candidates, hub, self.hub_penalty)
+            DenseRetriever(self.store, self.embedder, self.candidates,
+                           hub.values if hub is not None else None, self.hub_penalty)
         ]
         weights = [self.dense_weight]
         lexical = None
         if self.use_bm25 and self.bm25_weight > 0:
-            lexical = load_bm25(self.store, self.bm25_dir, self.candidates, ids)
+            lexical = load_bm25(self.store, self.bm25_dir, self.candidates, ids,
+                                previous=base.lexical if base is not None else None,
+                                background=True)
             if lexical is not None:
                 retrievers.append(lexical)
                 weights.append(self.bm25_weight)
@@ -379,7 +658,7 @@ class HybridRetriever:
             retrievers, weights, rrf_k=self.rrf_k, llm=MockLLM(), mode="reciprocal_rerank",
             num_queries=1, use_async=False, similarity_top_k=self.candidates,
         )
-        return RetrieverState(version=version, fusion=fusion, lexical=lexical)
+        return RetrieverState(version=version, fusion=fusion, lexical=lexical, hub=hub)
 
     def current(self) -> RetrieverState:
         """The state for the collection as it is now. The version stamp is read per query (one
@@ -393,10 +672,8 @@ class HybridRetriever:
             if state is None or state.version != version:
                 state = self._build(version)
                 self._state = state  # the one reference readers see
+                self._base = None  # its memory is no longer needed
         return state
-
-    def _get(self, k: int) -> WeightedRRFRetriever:
-        return self.current().fusion
 
     def retrieve(self, question: str, k: int | None = None) -> list[Retrieved]:
         k = k or self.top_k

@@ -419,13 +419,34 @@ class ChromaStore:
             ids=[_doc_id(doc.source)],
             embeddings=[[1.0]],  # the docs collection is looked up by id, never by vector
             documents=[doc.text],
-            metadatas=[{
-                "source": doc.source, "sha256": doc.sha256, "title": doc.title,
-                "language": doc.language, "language_guess": doc.language_guess,
-                "chars": doc.chars, "chunks": len(chunks), "path": doc.path,
-                "kept": json.dumps(list(doc.kept)),
-            }],
+            metadatas=[_doc_meta(doc, len(chunks))],
         ))
+        self._touch()
+
+    def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]
+                      ) -> None:
+        """Write many documents that are not in the index yet with a few large calls (a bulk
+        load): all chunks first, then all records, then one version stamp, so a failure leaves
+        chunks without records, which the next `rag index` removes. Documents already in the
+        index must go through `replace_document`, which also deletes their old chunks."""
+        col = self._collection(create=True)
+        batch = max(1, self._call(self.client.get_max_batch_size))
+        chunks = [c for _d, cs, _v in items for c in cs]
+        vectors = (np.vstack([v for _d, cs, v in items if len(cs)]) if chunks
+                   else np.zeros((0, 0), np.float32))
+        for i in range(0, len(chunks), batch):
+            part = chunks[i : i + batch]
+            self._call(lambda part=part, i=i: col.upsert(
+                ids=[c.id for c in part], embeddings=vectors[i : i + batch],
+                documents=[c.text for c in part], metadatas=[_chunk_meta(c) for c in part]))
+        docs = [(d, len(cs)) for d, cs, _v in items]
+        for i in range(0, len(docs), batch):
+            part = docs[i : i + batch]
+            self._call(lambda part=part: self._docs.upsert(
+                ids=[_doc_id(d.source) for d, _n in part],
+                embeddings=[[1.0]] * len(part),
+                documents=[d.text for d, _n in part],
+                metadatas=[_doc_meta(d, n) for d, n in part]))
         self._touch()
 
     def delete_chunks(self, ids: Sequence[str]) -> None:
@@ -471,6 +492,20 @@ class ChromaStore:
             offset += page
         return ids, (np.vstack(parts) if parts else np.zeros((0, 0), np.float32))
 
+    def vectors_of(self, ids: Sequence[str], page: int = 1000) -> tuple[list[str], np.ndarray]:
+        """The stored embeddings of these chunks (those that exist), for an incremental update
+        of corpus statistics."""
+        col = self._collection(create=False)
+        got_ids: list[str] = []
+        parts: list[np.ndarray] = []
+        for lo in range(0, len(ids), page):
+            got = self._call(lambda lo=lo: col.get(ids=list(ids[lo : lo + page]),
+                                              include=["embeddings"]))
+            got_ids.extend(got["ids"])
+            if len(got["ids"]):
+                parts.append(np.asarray(got["embeddings"], dtype=np.float32))
+        return got_ids, (np.vstack(parts) if parts else np.zeros((0, 0), np.float32))
+
     def chunk_ids(self) -> list[str]:
         col = self._collection(create=False)
         return sorted(self._call(lambda: col.get(include=[]))["ids"])
@@ -505,6 +540,15 @@ class ChromaStore:
 
 def _doc_id(source: str) -> str:
     return f"doc:{source}"
+
+
+def _doc_meta(doc: Document, n_chunks: int) -> dict:
+    return {
+        "source": doc.source, "sha256": doc.sha256, "title": doc.title,
+        "language": doc.language, "language_guess": doc.language_guess,
+        "chars": doc.chars, "chunks": n_chunks, "path": doc.path,
+        "kept": json.dumps(list(doc.kept)),
+    }
 
 
 def _chunk_meta(c: Chunk) -> dict:

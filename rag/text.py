@@ -6,6 +6,7 @@ exact characters of the source file.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -152,12 +153,17 @@ def bm25_tokens(text: str) -> list[str]:
     """Tokens for lexical retrieval: words of 2+ characters minus stopwords, spelled with the
     script-neutral key and truncated to `BM25_PREFIX` characters. Numbers stay whole (2018 must
     not match 20180). No English stemmer: "running" and "run" stay apart."""
-    out = []
-    for w in _BM25_WORD.findall(normalize(text)):
-        if len(w) < 2 or w in BM25_STOPWORDS:
-            continue
-        out.append(w if w.isdigit() else latin_key(w)[:BM25_PREFIX])
-    return out
+    keys = (_bm25_key(w) for w in _BM25_WORD.findall(normalize(text)))
+    return [k for k in keys if k]
+
+
+@functools.lru_cache(maxsize=200_000)
+def _bm25_key(w: str) -> str:
+    """The BM25 token of one normalised word ("" for none). Memoised: a corpus repeats its
+    words, and tokenising every passage was the largest cost of a full BM25 build."""
+    if len(w) < 2 or w in BM25_STOPWORDS:
+        return ""
+    return w if w.isdigit() else latin_key(w)[:BM25_PREFIX]
 
 
 def line_number(line_starts: list[int], offset: int) -> int:

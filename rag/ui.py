@@ -25,6 +25,7 @@ from typing import Any
 import gradio as gr
 
 from . import ui_render as R
+from .indexer import RateMeter
 from .ingest import EXTENSIONS
 from .pipeline import PipelineProtocol, safe_name, size_label
 from .settings import Settings
@@ -353,10 +354,13 @@ class ChatUI:
         except OSError as e:
             return UploadResult(False, f"{name} could not be read ({e.strerror or e}).")
 
+        meter = RateMeter("passages")
+
         def step(done: int, total: int, current: str) -> None:
             if progress is not None:
                 frac = done / total if total else 1.0
-                progress(frac, desc=f"Embedding {current}" if current else "Saving")
+                progress(frac, desc=(f"Embedding {current}: {meter.line(done, total)}"
+                                     if current else "Saving"))
 
         with self._upload_lock:
             try:
@@ -497,9 +501,17 @@ def build_ui(pipeline: Any, settings: Settings, upload_dir: Path | None = None) 
 def prepare(pipeline: Any, settings: Settings, upload_dir: Path | None = None) -> None:
     """Startup: build the index on first run, re-add uploads, and load the models once."""
 
+    meter = RateMeter()
+    last = [0.0]
+
     def log_progress(done: int, total: int, current: str) -> None:
-        if current:
-            logger.info("indexing %d/%d: %s", done + 1, total, current)
+        # One line every few seconds, with rate and time left: a first start on a whole
+        # archive indexes for minutes to hours.
+        now = time.monotonic()
+        line = meter.line(done, total)
+        if current and (now - last[0] >= 5 or done == 0):
+            last[0] = now
+            logger.info("indexing %s: %s", line, current)
 
     t0 = time.perf_counter()
     report = pipeline.ensure_index(progress=log_progress)

