@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from .chunking import chunk_document
 from .embed import Embedder
-from .ingest import Skipped, read_documents, scan, source_key
+from .ingest import Skipped, content_hash, read_documents, scan, source_key
 from .store import ChromaStore
 from .types import IndexReport
 
@@ -170,7 +169,7 @@ def _unchanged(path: Path, info) -> bool:
     if info is None:
         return False
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() == info.sha256
+        return content_hash(path.read_bytes()) == info.sha256
     except OSError:
         return False  # read_documents reports why the file cannot be read
 

@@ -22,6 +22,17 @@ from .types import Document
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = (".txt", ".md")
+# Part of every document's content hash: bump it when cleaning or chunking changes what an
+# article's passages are, so that `rag index` re-processes files whose bytes did not change
+# instead of keeping passages cut by the old rules. (Vectors of unchanged passage texts come
+# back from the embedding cache when one is configured.)
+PROCESSING_VERSION = "clean-3"
+
+
+def content_hash(raw: bytes) -> str:
+    """What decides whether an indexed article is up to date: its bytes and how they are
+    processed."""
+    return hashlib.sha256(PROCESSING_VERSION.encode() + b"\0" + raw).hexdigest()
 
 # --- page boilerplate ------------------------------------------------------------------------
 # Two kinds of knowledge, neither learned from particular pages:
@@ -153,7 +164,7 @@ def document_from_bytes(raw: bytes, source: str, path: str) -> Document | Skippe
         title=_title(text, kept),
         language=code,
         language_guess=guess,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=content_hash(raw),
         chars=len(text),
         kept=tuple(kept),
     )

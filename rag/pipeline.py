@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -15,7 +14,7 @@ from typing import Any, Protocol
 from .chunking import chunk_document
 from .embed import Embedder, build_embedder
 from .indexer import Progress, _embed, index_path, merge_reports
-from .ingest import EXTENSIONS
+from .ingest import EXTENSIONS, content_hash
 from .retrieve import HybridRetriever
 from .settings import Settings
 from .store import ChromaStore, DocInfo, LegacyIndexError, open_store
@@ -173,7 +172,7 @@ class Pipeline:
             self._check_upload(name, data)
         except RagError as e:
             return AddResult(False, str(e))
-        sha = hashlib.sha256(data).hexdigest()
+        sha = content_hash(data)
         dest = self.upload_dir / name
         with self._write_lock:
             try:

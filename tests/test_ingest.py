@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest import clean_spans, list_files, read_document, read_documents
+from rag.ingest import clean_spans, content_hash, list_files, read_document, read_documents
 from rag.types import Document
 
 from .conftest import SEEDS
@@ -79,7 +79,7 @@ def test_language_is_detected_and_guess_recorded(name, lang):
 def test_metadata_hash_length_title():
     f = next(SEEDS.glob("003_*.txt"))
     d = doc("003")
-    assert d.sha256 == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert d.sha256 == content_hash(f.read_bytes()) != hashlib.sha256(f.read_bytes()).hexdigest()
     assert d.chars == len(f.read_text(encoding="utf-8"))
     assert d.source == f.name
     assert d.title == "Диктаторът Путин обяви създаването на военен алианс със Северна Корея"

@@ -107,7 +107,9 @@ def test_broken_index_gives_a_clear_error(settings_factory, tmp_path):
 
 def test_pipeline_builds_index_on_first_run_and_retrieves(settings_factory, hash_embedder,
                                                            seeds_copy):
-    pipe = build_pipeline(settings_factory(data_dir=seeds_copy), embedder=hash_embedder)
+    # The hash embedder knows no language: the lexical ranking (off by default) finds the name.
+    pipe = build_pipeline(settings_factory(data_dir=seeds_copy, bm25_weight=1.0),
+                          embedder=hash_embedder)
     report = pipe.ensure_index()
     assert report is not None and report.indexed == 5
     assert pipe.ensure_index() is None  # already built
