@@ -24,6 +24,8 @@ def run(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("rag.pipeline.build_embedder", lambda settings: HashEmbedder())
     monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
     monkeypatch.setenv("RAG_MODE", "extractive")
+    # The hash embedder knows no language: the lexical ranking (off by default) finds names.
+    monkeypatch.setenv("RAG_BM25_WEIGHT", "1.0")
 
     def call(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))

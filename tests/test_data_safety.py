@@ -344,7 +344,7 @@ def test_a_reader_sees_another_processs_reindex(settings_factory, hash_embedder,
 
 def test_damaged_bm25_cache_is_rebuilt_with_a_log_line(settings_factory, hash_embedder,
                                                        seeds_copy, caplog):
-    settings = settings_factory(data_dir=seeds_copy)
+    settings = settings_factory(data_dir=seeds_copy, bm25_weight=1.0)  # BM25 is off by default
     pipe = _pipe(settings, hash_embedder)
     pipe.index()
     pipe.retrieve("Северна Кореја")

@@ -38,7 +38,9 @@ def _serve(tmp_path: Path, name: str, chroma_port: int) -> tuple[subprocess.Pope
     env.update(PYTHONPATH=str(ROOT), RAG_CHROMA_HOST="127.0.0.1",
                RAG_CHROMA_PORT=str(chroma_port), RAG_INDEX_DIR=str(tmp_path / name),
                RAG_DATA_DIR=str(tmp_path / "no-articles-here"), RAG_MODE="extractive",
-               RAG_SETTINGS_FILE=str(tmp_path / "none.toml"))
+               RAG_SETTINGS_FILE=str(tmp_path / "none.toml"),
+               # BM25 is off by default; on here, since its per-process cache is under test.
+               RAG_BM25_WEIGHT="1.0")
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port),
                              "--mode", "extractive"], env=env, cwd=ROOT, stdout=log,

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from rag.ingest import EXTENSIONS, Skipped, document_from_bytes, read_document
+from rag.ingest import EXTENSIONS, Skipped, content_hash, document_from_bytes, read_document
 from rag.pipeline import AddResult, safe_name
 from rag.store import DocInfo
 from rag.types import (
@@ -36,7 +36,7 @@ def make_doc(source: str, text: str, language: str = "bg") -> tuple[DocInfo, str
         if body.strip():
             kept.append((pos, pos + len(body)))
         pos += len(line)
-    info = DocInfo(source=source, sha256=hashlib.sha256(text.encode()).hexdigest(),
+    info = DocInfo(source=source, sha256=content_hash(text.encode()),
                    title=text.splitlines()[0], language=language, language_guess=language,
                    chars=len(text), chunks=1, path=f"/seeds/{source}")
     return info, text, kept
@@ -144,7 +144,7 @@ class FakePipeline:
         """The real add_document's contract, in memory: checked, indexed, then saved."""
         name = safe_name(name)
         dest = Path(self.settings.index_dir) / "uploads" / name
-        sha = hashlib.sha256(data).hexdigest()
+        sha = content_hash(data)
         if Path(name).suffix.lower() not in EXTENSIONS:
             return AddResult(False, f"{name}: only .txt and .md articles can be added.")
         if len(data) > self.settings.max_upload_bytes:
