@@ -56,6 +56,7 @@ from rag.retrieve import (  # noqa: E402
     collapse_duplicates,
     dense_depth,
     hub_rescore,
+    load_bm25,
     load_hubness,
     weighted_rrf,
 )
@@ -192,7 +193,8 @@ def load_topic(name: str, corpora: Path, *, baseline: bool, max_files: int = 0) 
     retriever = pipe.retriever
     retriever.retrieve("warm up", K)  # loads BM25 and the hubness table
     topic.hub = load_hubness(pipe.store, retriever.bm25_dir)
-    lexical = retriever.lexical
+    # BM25 is built whatever the shipped weight, so that the grid can weigh it.
+    lexical = load_bm25(pipe.store, retriever.bm25_dir, DEPTH)
     mismatches = 0
     for i, q in enumerate(questions):
         vec = pipe.embedder.embed_queries([q.question])[0]
