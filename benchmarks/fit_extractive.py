@@ -113,12 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     final = max(table, key=lambda row: (sum(s["objective"] for s in row[1].values()),
                                         row[0] == current))
     report["final"] = {"chosen": final[0], "per_topic": final[1]}
+    report["table"] = [{"params": p, "topics": s} for p, s in table]
     for key in ("before", "after"):
         rows = [report["topics"][t][key] for t in by]
         n = sum(r["n"] for r in rows)
         report[f"pooled_{key}"] = {m: sum(r[m] * r["n"] for r in rows) / n
                                    for m in ("fact_recall", "citation_precision")}
-    print(json.dumps(report, indent=2, default=float))
+    print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2, default=float))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
     return 0
