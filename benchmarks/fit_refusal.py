@@ -82,7 +82,13 @@ def parse_topic(spec: str) -> Topic:
         raise SystemExit(f"--topic {spec!r}: use NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR]")
     corpus = Path(parts[0])
     questions = load_questions(Path(parts[1]))
-    return Topic(name, corpus, questions, Path(parts[2]) if len(parts) > 2 else None)
+    if len(parts) > 2:
+        return Topic(name, corpus, questions, Path(parts[2]))
+    from rag.settings import corpus_index_dir
+
+    # The index `rag eval --corpus` built for this folder, else one indexed here (slow).
+    index = corpus_index_dir(corpus)
+    return Topic(name, corpus, questions, index if index.exists() else None)
 
 
 class CachedRetriever:

@@ -50,6 +50,11 @@ EXTRACTIVE_BUDGET = 600
 # A further sentence is shown only if its score is this close to the best one's.
 EXTRACTIVE_MARGIN = 0.06
 EXTRACTIVE_OTHER_MARGIN = 0.0
+# A lower sentence holding a kind of answer the shown ones lack ("... and when?") is quoted when
+# it scores within this of the best one, and (unless EXTRACTIVE_FILL_OTHER) only from an
+# article already quoted: another article's date is as often another event's date.
+EXTRACTIVE_FILL_MARGIN = 9.0
+EXTRACTIVE_FILL_OTHER = True
 # "Which articles ...?": another article's best sentence holding a key term of the question is
 # quoted when it scores within this of the best sentence (scores of one question spread ~0.3).
 ACROSS_ARTICLES_MARGIN = 0.2
@@ -515,9 +520,11 @@ def pick_extractive(selection: Selection, max_sentences: int,
         margin = EXTRACTIVE_MARGIN if same_article else EXTRACTIVE_OTHER_MARGIN
         close = top - ev.score <= margin
         # A later part of the question ("... and when?") may be answered by a lower sentence.
-        fills_type = any(satisfies(t, ev.sentence.text) and
-                         not any(satisfies(t, s.sentence.text) for s in shown)
-                         for t in all_types)
+        fills_type = (top - ev.score <= EXTRACTIVE_FILL_MARGIN
+                      and (same_article or EXTRACTIVE_FILL_OTHER)
+                      and any(satisfies(t, ev.sentence.text)
+                              and not any(satisfies(t, s.sentence.text) for s in shown)
+                              for t in all_types))
         if (close or fills_type) and fits(ev):
             shown.append(ev)
             used += len(ev.sentence.text)
