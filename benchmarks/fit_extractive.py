@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fit_refusal import CachedRetriever, default_topics, parse_topic, retrieved_for  # noqa: E402
+from fit_refusal import (  # noqa: E402
+    CachedRetriever,
+    default_topics,
+    gold_sources,
+    parse_topic,
+    retrieved_for,
+)
 
 from rag import answer as answer_module  # noqa: E402
 from rag import refusal  # noqa: E402
@@ -69,7 +75,7 @@ def score(cases: Sequence[dict], params: dict) -> dict[str, float]:
         text = "\n".join(ev.sentence.text for ev in shown)
         fr.append(fact_recall(text, c["q"].facts) or 0.0)
         p = citation_precision([ev.sentence.source for ev in shown],
-                               [Path(x).name for x in c["q"].sources])
+                               gold_sources(c["q"].sources))
         if p is not None:
             cp.append(p)
     f = sum(fr) / len(fr) if fr else 0.0

@@ -45,6 +45,12 @@ from rag.types import Chunk, Retrieved  # noqa: E402
 log = logging.getLogger("benchmarks.fit_refusal")
 
 
+def gold_sources(sources: Sequence[str]) -> list[str]:
+    """The question's sources as citations name them: paths relative to the corpus (and, for
+    retrieval cached before documents were keyed by path, their bare file names)."""
+    return [*sources, *(Path(x).name for x in sources)]
+
+
 @dataclass
 class Topic:
     name: str
@@ -221,7 +227,7 @@ def scores(rows: Sequence[Row], model: refusal.RefusalModel) -> dict[str, float]
             fr.append(0.0 if refused else (fact_recall(r.answer, r.question.facts) or 0.0))
             if not refused:
                 # Question sets name files by their path in the topic folder; citations by name.
-                p = citation_precision(r.cited, [Path(x).name for x in r.question.sources])
+                p = citation_precision(r.cited, gold_sources(r.question.sources))
                 if p is not None:
                     cp.append(p)
             fp += refused

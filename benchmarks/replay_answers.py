@@ -33,6 +33,9 @@ def main(topics: list[str]) -> None:
     from rag.settings import load_settings
     from rag.types import Chunk, Retrieved
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fit_refusal import gold_sources
+
     settings = load_settings(mode="extractive")
     embedder = build_embedder(settings)
     for t in topics:
@@ -49,7 +52,7 @@ def main(topics: list[str]) -> None:
                 fr.append(0.0 if refused else (fact_recall(a.answer, q.facts) or 0.0))
                 if not refused:
                     p = citation_precision([c.source for c in a.citations],
-                                           [Path(x).name for x in q.sources])
+                                           gold_sources(q.sources))
                     if p is not None:
                         cp.append(p)
                 fp += refused
