@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     dense_weight: float = 1.0
     bm25_weight: float = Field(default=0.0, ge=0)
     rrf_k: float = Field(default=20.0, gt=0)  # reciprocal rank fusion constant
-    hub_penalty: float = Field(default=0.25, ge=0)  # dense: cos − this × passage hubness (CSLS)
+    hub_penalty: float = Field(default=0.5, ge=0)  # dense: cos − this × passage hubness (CSLS)
     # Passages sharing this share of word 4-grams are one passage (copies of a wire story);
     # the copies' articles ride along as extra sources. 1.0 collapses only identical text.
     dup_overlap: float = Field(default=0.6, gt=0, le=1)
