@@ -124,8 +124,10 @@ class Settings(BaseSettings):
     api_history_messages: int = Field(default=10, ge=0)
     # Answers computed at once; further requests wait (at most api_max_waiting of them, for at
     # most api_wait_seconds) and are then refused with 429 / 503 instead of queueing unbounded.
+    # 30 waiting places: a team of ~20 people asking at once (issue 10's load run) is served,
+    # not refused; a waiting request costs only a coroutine, and api_wait_seconds bounds it.
     api_concurrency: int = Field(default=2, ge=1)
-    api_max_waiting: int = Field(default=16, ge=0)
+    api_max_waiting: int = Field(default=30, ge=0)
     api_wait_seconds: float = Field(default=120.0, gt=0)
     mcp_port: int = 7861
 

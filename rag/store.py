@@ -12,10 +12,12 @@ import json
 import logging
 import re
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,9 @@ _POINTER = "current"
 # 2: documents keyed by their path relative to the data folder, chunk ids unique per document,
 # collections per generation behind a pointer. Release 1 had one `<name>` collection.
 FORMAT_VERSION = 2
+# Version stamps written by this process: a stamp not in here was written by another process,
+# whose writes a local Chroma client does not see until it is reopened (ChromaStore.version).
+_OWN_VERSIONS: set[str] = set()
 # Below this much free space on the index's disk, an unexplained write error is a full disk.
 LOW_DISK_BYTES = 16_000_000
 
@@ -150,8 +155,12 @@ class ChromaStore:
     """
 
     def __init__(self, client, name: str, embed_id: str, *, generation: int | None = None,
-                 local_path: Path | None = None):
+                 local_path: Path | None = None, reopen: Callable[[], Any] | None = None):
         self.client = client
+        # A fresh client for a local index written by another process (see version()).
+        self._reopen = reopen
+        self._seen: str | None = None  # the last version stamp read
+        self._reopen_lock = threading.Lock()
         self.name = name
         self.embed_id = embed_id
         self.local_path = local_path  # the PersistentClient's folder, for disk-full checks
@@ -194,6 +203,7 @@ class ChromaStore:
 
     def _write_pointer(self, generation: int) -> None:
         meta = {"generation": generation, "version": uuid.uuid4().hex, "format": FORMAT_VERSION}
+        _OWN_VERSIONS.add(meta["version"])
         self._call(lambda: self._meta().upsert(ids=[_POINTER], embeddings=[[1.0]],
                                           metadatas=[meta], documents=[""]))
 
@@ -221,9 +231,29 @@ class ChromaStore:
         ptr = self._pointer()
         if ptr is None:
             return ""
+        stamp = f"{ptr['generation']}:{ptr['version']}"
+        if (self._reopen is not None and self._seen is not None and stamp != self._seen
+                and ptr["version"] not in _OWN_VERSIONS):
+            self._reopen_after_foreign_write(stamp)
+        self._seen = stamp
         if self._pinned is None and self._gen is not None and ptr["generation"] != self._gen:
             self._chunks = self._docs = None  # switched by a rebuild: reopen on next use
-        return f"{ptr['generation']}:{ptr['version']}"
+        return stamp
+
+    def _reopen_after_foreign_write(self, stamp: str) -> None:
+        """A local Chroma client keeps its vector segments in memory and never reloads them:
+        after `rag add` / `rag index` in another process, every query of a running server
+        failed with "Error finding id" (the load run of issue 10). A new client reads the
+        index as it is on disk now."""
+        with self._reopen_lock:
+            if self._seen == stamp:
+                return  # another thread reopened for this stamp already
+            assert self._reopen is not None
+            logger.info("the index was changed by another process: reopening it")
+            self.client = self._reopen()
+            self._chunks = self._docs = self._meta_col = None
+            self._gen = None
+            self._seen = stamp
 
     def _touch(self) -> None:
         """Stamp a committed write. The write itself is done by then (the document record is
@@ -579,4 +609,16 @@ def _docinfo(m: dict) -> DocInfo:
 def open_store(settings, embed_id: str | None = None) -> ChromaStore:
     local = None if settings.chroma_host else Path(settings.index_dir)
     return ChromaStore(make_client(settings), settings.collection,
-                       embed_id or settings.embed_id, local_path=local)
+                       embed_id or settings.embed_id, local_path=local,
+                       reopen=(lambda: _fresh_local_client(settings)) if local else None)
+
+
+def _fresh_local_client(settings):
+    """A PersistentClient with its own Chroma system: chromadb shares one system (and its
+    in-memory segments) per folder and process, so a plain new client would be as stale as the
+    old one. The old system is dropped from chromadb's cache, not stopped: queries still
+    running on it in other threads finish on it."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(settings.index_dir), None)
+    return make_client(settings)

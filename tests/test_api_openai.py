@@ -347,6 +347,29 @@ def test_busy_server_answers_429_instead_of_queueing(settings_factory):
         assert list(ask(openai_client(srv.url), stream=True))
 
 
+def test_a_freed_slot_counts_once_so_a_full_queue_still_admits_its_share():
+    """Load run of issue 10: with 18 clients and 2 + 16 places, clients got 429 while only 17
+    requests were in. A request woken for a freed slot is still counted as waiting until it
+    runs; the semaphore meanwhile looks taken. Places are counted as running + waiting."""
+    import asyncio
+
+    from rag.api.http import Gate
+
+    async def scenario() -> None:
+        gate = Gate(running=1, waiting=1, timeout=600)
+        leave_a = await gate.enter()
+        b = asyncio.ensure_future(gate.enter())
+        while gate.waiting == 0:
+            await asyncio.sleep(0)
+        leave_a()  # B is woken, but has not run yet
+        c = asyncio.ensure_future(gate.enter())  # B's place and C's: within 1 + 1
+        (await b)()
+        (await c)()
+        assert (gate.active, gate.waiting) == (0, 0)
+
+    asyncio.run(scenario())
+
+
 def test_a_wait_that_runs_out_gets_503(settings_factory):
     settings = settings_factory(api_concurrency=1, api_max_waiting=1, api_wait_seconds=0.2)
     pipe = BlockingPipe()

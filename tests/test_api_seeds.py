@@ -151,6 +151,40 @@ def test_ten_concurrent_clients_get_the_answers_asked_alone(serve_url):
     assert together == [alone[q] for q in questions]
 
 
+def test_twenty_clients_one_with_a_long_history_are_all_served_the_answers_asked_alone(
+        serve_url):
+    """Issue 10's load run, as behaviour: 19 clients and one sending a conversation near the
+    API's limits at the same time, with the default settings: nobody is refused (429/503) and
+    every answer equals the same question's answer asked alone."""
+    from rag.settings import Settings
+
+    fields = Settings.model_fields
+    max_messages = fields["api_max_messages"].default
+    max_bytes = fields["api_max_request_bytes"].default
+    unit = "Сеул твърди, че Пхенян е изпратил снаряди. "
+    turn = unit * int(0.9 * max_bytes / (max_messages - 1) / len(unit.encode()))
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": turn}
+               for i in range(max_messages - 1)]
+    questions = [WEAPONS_Q, SHELLS_Q, UNANSWERABLE_Q,
+                 "Where did Putin and Kim Jong Un meet on 13 September?",
+                 "Koliko balističkih raketa je Severna Koreja ispalila ove godine?"] * 4
+
+    def ask(q: str, earlier: list[dict] | None = None) -> tuple[str, list]:
+        out = openai_client(serve_url).chat.completions.create(
+            model="newsrag-extractive",
+            messages=[*(earlier or []), {"role": "user", "content": q}])
+        extra = out.model_extra["newsrag"]
+        return out.choices[0].message.content, [(c["source"], c["start"], c["end"])
+                                                for c in extra["citations"]]
+
+    alone = {q: ask(q) for q in dict.fromkeys(questions)}
+    with ThreadPoolExecutor(max_workers=len(questions)) as pool:
+        long_one = pool.submit(ask, SHELLS_Q, history)
+        together = list(pool.map(ask, questions[1:]))
+        assert long_one.result()[1]  # answered, with citations
+    assert together == [alone[q] for q in questions[1:]]
+
+
 def test_health_and_models(serve_url):
     h = httpx.get(f"{serve_url}/health").json()
     assert h["status"] == "ok" and h["index"]["articles"] == 5

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rag.pipeline import build_pipeline
-from rag.store import ChromaStore, LegacyIndexError, make_client
+from rag.store import ChromaStore, LegacyIndexError, make_client, open_store
 from rag.types import RagError
 from tests.conftest import ROOT, SEED_FILES
 from tests.fault_store import FaultPlan, FaultyClient, InjectedFault, connection_refused, disk_full
@@ -340,6 +340,24 @@ def test_a_reader_sees_another_processs_reindex(settings_factory, hash_embedder,
     assert app.retrieve("Сосема нов текст ракетите", 5)[0].chunk.source == "new.txt"
     _pipe(settings, hash_embedder).index(rebuild=True)
     assert app.retrieve("Сосема нов текст ракетите", 5)[0].chunk.source == "new.txt"
+
+
+def test_a_running_reader_sees_an_upload_from_another_process(settings_factory, hash_embedder,
+                                                              seeds_copy, tmp_path):
+    """The load run of issue 10: after `rag add` in another process, a running server with a
+    local index failed every question ("Error finding id": Chroma's in-memory segments were
+    stale). Another client in the same process shares them, so only a real process shows it."""
+    settings = settings_factory(data_dir=seeds_copy)
+    app = build_pipeline(settings, embedder=hash_embedder,
+                         store=open_store(settings, embed_id=hash_embedder.id))
+    app.index()
+    assert app.retrieve("Сосема нов текст ракетите", 5)[0].chunk.source != "new.txt"
+    upload = tmp_path / "new.txt"
+    upload.write_text(NEW_TEXT, encoding="utf-8")
+    out = _run_killed(settings.index_dir, seeds_copy, "upload", 0, upload)
+    assert out.returncode == 0, out.stderr
+    assert app.retrieve("Сосема нов текст ракетите", 5)[0].chunk.source == "new.txt"
+    assert app.ask("Сосема нов текст ракетите?", mode="extractive").citations
 
 
 def test_damaged_bm25_cache_is_rebuilt_with_a_log_line(settings_factory, hash_embedder,

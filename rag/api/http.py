@@ -60,7 +60,11 @@ class Gate:
     async def enter(self) -> Callable[[], None]:
         """Wait for a slot; returns the (idempotent) function that frees it."""
         sem = self._semaphore()
-        if sem.locked() and self.waiting >= self.max_waiting:
+        # Places are counted, not the semaphore's state: a request woken for a freed slot
+        # still counts as waiting until it runs (wait_for adds a hop), and meanwhile the
+        # semaphore looks taken, so `locked() and waiting >= max` refused requests while a
+        # place was free (18 clients got 429s from 2 + 16 places).
+        if self.active + self.waiting >= self.running + self.max_waiting:
             raise ApiError(429, f"The server is busy: {self.active} answers are being written "
                            f"and {self.waiting} are waiting (RAG_API_CONCURRENCY, "
                            "RAG_API_MAX_WAITING). Try again in a few seconds.",
