@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -44,6 +45,16 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
     return load_settings(**{**extra, **{k: v for k, v in flags.items() if v is not None}})
 
 
+def _yield_cpu(settings: Settings) -> None:
+    """Batch indexing gives way to answering (settings.index_nice). Called before any model
+    loads: the embedder's worker threads inherit the priority of the thread that starts them."""
+    if settings.index_nice > 0:
+        try:
+            os.nice(settings.index_nice)
+        except OSError as e:  # not permitted / not supported: index at normal priority
+            logging.getLogger(__name__).info("could not lower the CPU priority: %s", e)
+
+
 def _pipeline(settings: Settings, args: argparse.Namespace, *, need_llm: bool = False):
     from .pipeline import build_pipeline
 
@@ -61,6 +72,7 @@ def _read_questions(path: Path) -> list[dict]:
 
 def cmd_index(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _yield_cpu(settings)
     pipe = _pipeline(settings, args)
     path = Path(args.path or settings.data_dir)
     report = pipe.index(path, rebuild=args.rebuild, progress=_progress_bar("indexing"))
@@ -78,6 +90,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     """Add articles the way the app's upload does (Pipeline.add_document): each is checked,
     indexed, and only then saved into the uploads folder beside the index."""
     settings = _settings(args)
+    _yield_cpu(settings)
     pipe = _pipeline(settings, args)
     failed = 0
     for name in args.files:
