@@ -534,8 +534,8 @@ def pick_extractive(selection: Selection, max_sentences: int,
 def key_terms(selection: Selection) -> tuple[list[Term], list[frozenset[str]]]:
     """(terms, names): terms of the question that some but at most half of the retrieved
     articles mention, and the question's names (as name keys) that some but not all of them
-    mention. They tell the articles that answer apart from the others ("Kirby", "KCNA",
-    "partnership"; not "Russia" in news about Russia)."""
+    mention. They tell the articles that answer apart from the others (a spokesman's
+    name, an agency, "partnership"; not "Russia" in news about Russia)."""
     terms: dict[str, set[str]] = {}
     names: dict[str, set[str]] = {}
     for c in selection.ranked:

@@ -3,7 +3,7 @@
 A question in English about a Bulgarian article shares few letters with it. What spelling can
 bridge is names, numbers and shared (Slavic or international) roots: one spelling key per word,
 built on the script-neutral key that BM25 uses (`rag.text.latin_key`), plus the English spellings
-of the same sounds, so that Шойгу/Šojgu/Shoigu, Харків/Kharkiv and Кирби/Kirby meet (`fold`,
+of the same sounds, so that Зеленський/Zelensky, Харків/Kharkiv and Кирби/Kirby meet (`fold`,
 `stems`), and a consonant skeleton for capitalised words, so that Кърби/Kirby and Харков/Kharkiv
 meet (`name_keys`). There is no topic lexicon: concepts that are spelled differently in each
 language (weapon/оръжие) are left to the multilingual embedder (`rag.evidence`, `rag.refusal`).
@@ -52,7 +52,7 @@ def tokens(text: str) -> list[Token]:
 
 # English (and other plain-Latin) spellings of the sounds latin_key writes with one letter.
 _DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
-# j/y/й/ј/і all become "i" so that Shoigu (English) meets Шойгу → "sojgu".
+# j/y/й/ј/і all become "i" so that Zelensky (English) meets Зеленський.
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
 _DOUBLE = re.compile(r"(.)\1+")
 # A glide between vowels is written in Slavic spellings and not in English ones: Корея → koreja
