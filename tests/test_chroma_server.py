@@ -72,7 +72,9 @@ def chroma_server(tmp_path):
 def test_index_and_retrieve_through_a_chroma_server(chroma_server, settings_factory,
                                                     hash_embedder, seeds_copy):
     port, data = chroma_server
-    s = settings_factory(chroma_host="127.0.0.1", chroma_port=port, data_dir=seeds_copy)
+    # The hash embedder knows no language: the lexical ranking (off by default) finds names.
+    s = settings_factory(chroma_host="127.0.0.1", chroma_port=port, data_dir=seeds_copy,
+                         bm25_weight=1.0)
     pipe = build_pipeline(s, embedder=hash_embedder)
     report = pipe.index()
     assert report.indexed == 5 and report.total_chunks > 20
@@ -102,7 +104,8 @@ def test_server_stopped_mid_session_is_an_outage_not_a_missing_article(
     port = _free_port()
     proc = start_chroma(tmp_path, port)
     try:
-        s = settings_factory(chroma_host="127.0.0.1", chroma_port=port, data_dir=seeds_copy)
+        s = settings_factory(chroma_host="127.0.0.1", chroma_port=port, data_dir=seeds_copy,
+                             bm25_weight=1.0)
         pipe = build_pipeline(s, embedder=hash_embedder)
         total = pipe.index().total_chunks
         answer = pipe.ask("Колко артилерийски снаряда?", mode="extractive")
