@@ -226,7 +226,6 @@ def scores(rows: Sequence[Row], model: refusal.RefusalModel) -> dict[str, float]
         if r.question.answerable:
             fr.append(0.0 if refused else (fact_recall(r.answer, r.question.facts) or 0.0))
             if not refused:
-                # Question sets name files by their path in the topic folder; citations by name.
                 p = citation_precision(r.cited, gold_sources(r.question.sources))
                 if p is not None:
                     cp.append(p)

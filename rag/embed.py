@@ -154,6 +154,7 @@ class CachedEmbedder:
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
+        self.broken = False
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -168,18 +169,25 @@ class CachedEmbedder:
         if not texts:
             return np.zeros((0, 0), np.float32)
         keys = [hashlib.sha1(f"{self.id}\0{kind}\0{t}".encode()).digest() for t in texts]
+        found: dict[bytes, bytes] = {}
         with self._lock:
-            db = self._conn()
-            found: dict[bytes, bytes] = {}
-            for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-                part = keys[i : i + 500]
-                marks = ",".join("?" * len(part))
-                found.update(db.execute(f"SELECT key, v FROM vec WHERE key IN ({marks})", part))
+            try:
+                db = self._conn()
+                for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                    part = keys[i : i + 500]
+                    marks = ",".join("?" * len(part))
+                    found.update(db.execute(f"SELECT key, v FROM vec WHERE key IN ({marks})",
+                                            part))
+            except sqlite3.Error as e:  # a damaged cache costs encoding time, never an answer
+                if not self.broken:
+                    logger.warning("embedding cache %s cannot be read (%s): encoding without it; "
+                                   "delete the file to start a new cache", self.path, e)
+                self.broken = True
         missing = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         fresh = embed([texts[i] for i in missing]) if missing else None
-        if fresh is not None:
+        if fresh is not None and not self.broken:
             rows = [(keys[i], fresh[j].astype(np.float32).tobytes())
                     for j, i in enumerate(missing)]
             with self._lock:

@@ -98,3 +98,19 @@ def test_cached_embedder_keys_on_the_model(tmp_path):
     CachedEmbedder(HashEmbedder(id="m1"), tmp_path / "v.sqlite").embed_passages(["x y"])
     other = CachedEmbedder(HashEmbedder(dim=32, id="m2"), tmp_path / "v.sqlite")
     assert other.embed_passages(["x y"]).shape == (1, 32) and other.misses == 1
+
+
+def test_a_damaged_embedding_cache_is_bypassed_with_a_warning(tmp_path, caplog):
+    from rag.embed import CachedEmbedder
+    from tests.conftest import HashEmbedder
+
+    path = tmp_path / "v.sqlite"
+    path.write_bytes(b"this is not a database" * 200)
+    inner = HashEmbedder()
+    cache = CachedEmbedder(inner, path)
+    with caplog.at_level("WARNING"):
+        got = cache.embed_passages(["a b", "c d"])
+        cache.embed_passages(["e f"])
+    np.testing.assert_allclose(got, inner.embed_passages(["a b", "c d"]))
+    assert sum("delete the file" in r.message for r in caplog.records) == 1
+    assert path.read_bytes().startswith(b"this is not a database")  # left for the user

@@ -437,6 +437,22 @@ def test_reindexing_an_unchanged_corpus_reads_no_article(store, hash_embedder, s
     assert (r.indexed, r.unchanged) == (1, 4)
 
 
+def test_changed_cleaning_rules_reprocess_unchanged_files(store, hash_embedder, seeds_copy,
+                                                         monkeypatch):
+    """Passages cut by old cleaning or chunking rules are not kept: the processing version is
+    part of the content hash, so a release that changes the rules re-indexes every article."""
+    import rag.indexer as indexer
+    import rag.ingest as ingest
+
+    indexer.index_path(seeds_copy, store, hash_embedder)
+    monkeypatch.setattr(ingest, "PROCESSING_VERSION", ingest.PROCESSING_VERSION + "-next")
+    r = indexer.index_path(seeds_copy, store, hash_embedder)
+    assert (r.indexed, r.unchanged, r.removed) == (5, 0, 0)
+    again = indexer.index_path(seeds_copy, store, hash_embedder)
+    assert (again.indexed, again.unchanged) == (0, 5)
+    assert len(store.chunk_ids()) == r.total_chunks  # replaced, not duplicated
+
+
 def test_index_writes_overlap_encoding_but_errors_still_surface(store, hash_embedder,
                                                                 seeds_copy, monkeypatch):
     import rag.indexer as indexer
