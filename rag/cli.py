@@ -143,14 +143,29 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm_for(pipe, settings, questions: int) -> None:
+    """Before a question set: embed the evidence sentences of every stored passage up front
+    (as the app does at start-up) when that is less work than embedding them question by
+    question, i.e. when the index holds fewer passages than the questions will look at
+    (vectors already in the sentence cache cost nothing either way)."""
+    from .answer import RETRIEVE_FACTOR
+
+    looked_at = questions * settings.top_k * RETRIEVE_FACTOR
+    passages = pipe.store.count()
+    if passages <= looked_at:
+        pipe.warm(sentences=True, background=False)
+    else:
+        logging.getLogger(__name__).info(
+            "%d passages, %d questions: evidence sentences are embedded as questions need "
+            "them", passages, questions)
+        pipe.warm(sentences=False)
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     pipe = _pipeline(settings, args, need_llm=settings.mode != "extractive")
     if args.questions:
-        # A question set is a long-running process, as the app is: embed the evidence sentences
-        # of the stored passages first (as the app does at start-up), so that an extractive
-        # answer costs what it costs on a warm process, not the first sight of its passages.
-        pipe.warm(sentences=True, background=False)
+        _warm_for(pipe, settings, len(_read_questions(Path(args.questions))))
     for rid, question in _questions(args):
         if args.json:
             answer = pipe.ask(question, mode=args.mode)

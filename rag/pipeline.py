@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .chunking import chunk_document
-from .embed import Embedder, build_embedder
+from .embed import CachedEmbedder, Embedder, build_embedder
 from .indexer import Progress, _embed, index_path, merge_reports
 from .ingest import EXTENSIONS, content_hash
 from .retrieve import HybridRetriever
@@ -304,10 +304,19 @@ class Pipeline:
     def answerer(self):
         if self._answerer is None:
             from .answer import Answerer
+            from .evidence import EvidenceSelector
 
+            embedder = self.embedder
+            if self.settings.sentence_cache and not isinstance(embedder, CachedEmbedder):
+                embedder = CachedEmbedder(embedder, self.sentence_cache_path)
             self._answerer = Answerer(self.retriever, self.embedder, self.settings,
-                                      chat_model=self.chat_model)
+                                      chat_model=self.chat_model,
+                                      selector=EvidenceSelector(embedder))
         return self._answerer
+
+    @property
+    def sentence_cache_path(self) -> Path:
+        return Path(self.settings.index_dir) / "sentence-vectors.sqlite"
 
     def ask(self, question: str, history: list[dict] | None = None,
             mode: str | None = None) -> Answer:

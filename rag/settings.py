@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # history would otherwise hold the one answer slot for minutes).
     max_history_chars: int = Field(default=6000, ge=0)
     evidence_sentences: int = Field(default=3, ge=1, le=10)
+    # Vectors of evidence sentences kept on disk (index_dir/sentence-vectors.sqlite), so a new
+    # process does not re-embed the sentences an earlier one already saw. Derived data: it can
+    # be deleted at any time and is rebuilt as questions come.
+    sentence_cache: bool = True
 
     # --- UI ---------------------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -14,9 +14,9 @@ from rag.prompts import phrase
 from rag.types import Answer, Chunk, RagError, Retrieved
 
 try:
-    from tests.conftest import SEEDS
+    from tests.conftest import SEEDS, HashEmbedder
 except ImportError:  # pragma: no cover
-    from conftest import SEEDS
+    from conftest import SEEDS, HashEmbedder
 
 BG = "003_101aaf086d020251.txt"
 UK = "002_a6ed56d92cdbdb72.txt"
@@ -484,3 +484,31 @@ def test_e2e_warm_with_every_stored_chunk(real_answerer):
     finally:
         del embedder.embed_passages
     assert not a.insufficient_context and calls == []
+
+
+def test_evidence_sentence_vectors_persist_across_processes(settings_factory, seeds_copy):
+    """A second process over the same index re-embeds none of the sentences the first one
+    embedded (they are kept in index_dir/sentence-vectors.sqlite); a damaged cache file only
+    costs encoding time, never the answer."""
+    from rag.pipeline import build_pipeline
+
+    settings = settings_factory(data_dir=seeds_copy, bm25_weight=1.0)
+    first = HashEmbedder()
+    pipe = build_pipeline(settings, embedder=first)
+    pipe.index(seeds_copy)
+    question = "Колко артилерийски снаряда изпрати Северна Корея?"
+    before = len(first.calls)
+    a1 = pipe.ask(question)
+    assert any(kind == "passage" for kind, _ in first.calls[before:])  # sentences embedded
+    assert pipe.sentence_cache_path.exists()
+
+    second = HashEmbedder()
+    a2 = build_pipeline(settings, embedder=second).ask(question)
+    assert [kind for kind, _ in second.calls] == ["query"] * len(second.calls)
+    assert a2.answer == a1.answer
+
+    pipe.sentence_cache_path.write_bytes(b"not a database")
+    for suffix in ("-wal", "-shm"):
+        Path(str(pipe.sentence_cache_path) + suffix).unlink(missing_ok=True)
+    a3 = build_pipeline(settings, embedder=HashEmbedder()).ask(question)
+    assert a3.answer == a1.answer

@@ -196,3 +196,28 @@ def test_add_saves_into_uploads_only_after_indexing(run, seeds_copy, tmp_path):
     code, _, err = run("add", str(bad))
     assert code == 1 and "not added" in err
     assert not (tmp_path / "index" / "uploads" / "menu.txt").exists()
+
+
+class _WarmProbe:
+    """A pipeline that only records how it was warmed."""
+
+    def __init__(self, passages: int):
+        self.store = type("S", (), {"count": lambda _self: passages})()
+        self.warmed: list[bool] = []
+
+    def warm(self, *, sentences=True, background=True, **_):
+        self.warmed.append(sentences)
+
+
+@pytest.mark.parametrize("passages,questions,pre_embeds", [
+    (55, 10, True),  # five seed articles: every sentence will be looked at anyway
+    (3_000, 10, False),  # a newsroom folder: 10 questions look at ~150 passages, not 3,000
+    (3_000, 500, True),
+])
+def test_a_question_set_pre_embeds_sentences_only_when_that_is_less_work(passages, questions,
+                                                                          pre_embeds):
+    from rag.settings import load_settings
+
+    probe = _WarmProbe(passages)
+    cli._warm_for(probe, load_settings(), questions)
+    assert probe.warmed == [pre_embeds]
