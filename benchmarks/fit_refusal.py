@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data.update(weights=[round(w, 4) for w in final.weights], bias=round(final.bias, 4),
                     threshold=round(final.threshold, 3),
                     fitted="python benchmarks/fit_refusal.py " + " ".join(
-                        shlex.quote(a) for a in _without_json(
+                        shlex.quote(a).replace(str(Path.home()), "$HOME") for a in _without_json(
                             list(argv if argv is not None else sys.argv[1:])))
                     + "  (report: benchmarks/results/refusal.md)")
         refusal.MODEL_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

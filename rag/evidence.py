@@ -12,6 +12,7 @@ question is analysed once (`rag.question.QuestionAnalysis`) and the analysis is 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -19,13 +20,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import lang as lang_packs
 from .embed import Embedder
-from .lang import DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
+from .lang import AGE, DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
 from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older callers)
     STEM_CHARS,
     Term,
@@ -34,6 +36,7 @@ from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older ca
     stem,
     stems,
     term_set,
+    tokens,
 )
 from .text import STOPWORDS, normalize, sentence_spans, words
 from .types import Chunk, Evidence, Retrieved, Sentence
@@ -129,6 +132,29 @@ def _quantities(text: str) -> bool:
     return bool(_NUMBER_WORDS.search(t))
 
 
+# A person's age: a number next to a word for years or age ("55-year-old", "на 55 години",
+# "55-річний", "aged 55", "w wieku 55 lat"), or a year next to a word for birth ("born in 1966").
+# A year next to "years" is only a date ("2017. godine").
+_AGE_SPAN = 2
+_SMALL_NUMBER = re.compile(r"\d{1,3}")
+
+
+def _age(text: str) -> bool:
+    toks = words(normalize(text))
+
+    def near(i: int, ok) -> bool:
+        return any(ok(toks[j]) for j in range(max(0, i - _AGE_SPAN),
+                                              min(len(toks), i + _AGE_SPAN + 1)) if j != i)
+
+    def count(w: str) -> bool:
+        return bool(_SMALL_NUMBER.fullmatch(w) or _NUMBER_WORDS.fullmatch(w))
+
+    return any(
+        (lang_packs.matches("age_words", w) and near(i, count))
+        or (lang_packs.matches("birth_words", w) and near(i, _YEAR.fullmatch))
+        for i, w in enumerate(toks))
+
+
 def satisfies(answer_type: str, text: str) -> bool:
     """Whether `text` holds the kind of thing `answer_type` asks for."""
     t = normalize(text)
@@ -144,7 +170,25 @@ def satisfies(answer_type: str, text: str) -> bool:
         return bool(_YEAR.search(t))
     if answer_type == TIME:
         return bool(_MONTHS.search(t) or _YEAR.search(t) or _WEEKDAYS.search(t))
+    if answer_type == AGE:
+        return _age(text)
     return True
+
+
+def person_score(text: str, question_keys: frozenset[str]) -> float:
+    """How surely `text` names a person the question does not: 1.0 for a run of capitalised words
+    (first name and surname, in any script) with a word the question lacks, 0.5 for a lone
+    capitalised word the question lacks (not the sentence's first), else 0. Acronyms, months
+    and function words are not names. An answer to "who ...?" names someone new; a sentence that
+    only restates the question's names does not answer it."""
+    toks = tokens(text)
+    caps = {i for i, t in enumerate(toks)
+            if t.text[:1].isupper() and len(t.norm) >= 2 and not t.text.isupper()
+            and t.norm not in STOPWORDS and not is_calendar_word(t.norm)}
+    new = [i for i in caps if question_keys.isdisjoint(stems(toks[i].norm))]
+    if any(i + 1 in caps or i - 1 in caps for i in new):
+        return 1.0
+    return 0.5 if any(i > 0 for i in new) else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +256,11 @@ class Scored:
     index: int  # position in the split order (for neighbours)
     prior: float = 0.0  # retrieval prior of the sentence's passage (1 = first passage)
     typed: float = 0.0  # share of the asked-for kinds of answer (a number, a date) it holds
+    person: float = 0.0  # names someone the question does not ("who ...?" only; person_score)
+    # The score without the answer-kind terms (typed, person): how well the sentence matches the
+    # question. Refusal asks whether a *relevant* sentence holds the asked-for kind of answer;
+    # the ranking's own bonus for holding it must not answer that.
+    relevance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -254,11 +303,26 @@ class _LRU:
         return len(self._d)
 
 
-# Weights of the sentence score (see EvidenceSelector.rank); e5-small cosines of a question and
-# its candidate sentences spread over ~0.05, so these are on that scale.
-LEXICAL_WEIGHT = 0.15
-RANK_WEIGHT = 0.04
-TYPE_WEIGHT = 0.03
+# Weights of the sentence score (see EvidenceSelector.rank), fitted leave one topic out by
+# benchmarks/fit_evidence.py (the command and its report are in the file). e5-small cosines of a
+# question and its candidate sentences spread over ~0.05, so the weights are on that scale.
+WEIGHTS_FILE = Path(__file__).resolve().parent / "data" / "evidence.json"
+WEIGHT_NAMES = ("lexical_weight", "rank_weight", "type_weight", "person_weight")
+
+
+def load_weights(path: Path = WEIGHTS_FILE) -> dict[str, float]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    missing = [n for n in WEIGHT_NAMES if not isinstance(data.get(n), int | float)]
+    if missing:
+        raise ValueError(f"{path}: missing or non-numeric weights {missing}")
+    return {n: float(data[n]) for n in WEIGHT_NAMES}
+
+
+_WEIGHTS = load_weights()
+LEXICAL_WEIGHT = _WEIGHTS["lexical_weight"]
+RANK_WEIGHT = _WEIGHTS["rank_weight"]
+TYPE_WEIGHT = _WEIGHTS["type_weight"]
+PERSON_WEIGHT = _WEIGHTS["person_weight"]
 
 
 class EvidenceSelector:
@@ -275,6 +339,7 @@ class EvidenceSelector:
         lexical_weight: float = LEXICAL_WEIGHT,
         rank_weight: float = RANK_WEIGHT,
         type_weight: float = TYPE_WEIGHT,
+        person_weight: float = PERSON_WEIGHT,
         dedupe_similarity: float = 0.95,
         cache_size: int = 20_000,
     ):
@@ -282,6 +347,7 @@ class EvidenceSelector:
         self.lexical_weight = lexical_weight
         self.rank_weight = rank_weight
         self.type_weight = type_weight
+        self.person_weight = person_weight
         self.dedupe_similarity = dedupe_similarity
         self._sentences = _LRU(cache_size)
         self._queries = _LRU(256)
@@ -329,7 +395,8 @@ class EvidenceSelector:
         """Score every sentence of the retrieved chunks; `evidence` is left empty.
 
         score = e5 cosine + lexical_weight × term match + rank_weight × passage prior
-                + type_weight × holds the asked-for kind of answer.
+                + type_weight × holds the asked-for kind of answer
+                + person_weight × names someone new (for "who ...?").
         """
         sentences = split_sentences(retrieved)
         terms = analysis.terms if analysis is not None else tuple(content_terms(question, lang))
@@ -350,15 +417,24 @@ class EvidenceSelector:
         # "How many ...?" is answered by a sentence with a number, "when?" by one with a date.
         main = list(analysis.answer_types) if analysis is not None else asked_types(question)[0]
         typed = [sum(satisfies(t, x) for t in main) / len(main) if main else 0.0 for x in texts]
+        # "Who ...?" is answered by a sentence that names someone the question does not.
+        wants_person = analysis.wants_person if analysis is not None else False
+        keys = analysis.question_keys if analysis is not None else frozenset()
+        person = [person_score(s.text, keys) if wants_person else 0.0 for s in sentences]
         scored = [
-            Scored(s, float(d), float(x),
-                   float(d + self.lexical_weight * x + self.rank_weight * p
-                         + self.type_weight * ty), i, float(p), float(ty))
-            for i, (s, d, x, p, ty) in enumerate(
-                zip(sentences, dense, lexical, prior, typed, strict=True))
+            Scored(s, float(d), float(x), self.combine(float(d), float(x), p, ty, pe), i,
+                   float(p), float(ty), pe, self.combine(float(d), float(x), p, 0.0, 0.0))
+            for i, (s, d, x, p, ty, pe) in enumerate(
+                zip(sentences, dense, lexical, prior, typed, person, strict=True))
         ]
         ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
         return Selection(question, terms, ranked, (), tuple(sentences), qv, lang, analysis)
+
+    def combine(self, dense: float, lexical: float, prior: float, typed: float,
+                person: float) -> float:
+        """The ranking score of one sentence from its signals."""
+        return (dense + self.lexical_weight * lexical + self.rank_weight * prior
+                + self.type_weight * typed + self.person_weight * person)
 
     def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6,
                lang: str | None = None, analysis: QuestionAnalysis | None = None) -> Selection:

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = Path(__file__).resolve().parent / "data" / "refusal.json"
 FEATURES = ("best_dense", "coverage", "best_lexical", "missing_words")
+# How many of the most relevant sentences may hold the asked-for kind of answer (as many as the
+# evidence a prompt gets).
+RELEVANT_DEPTH = 6
 
 
 @dataclass(frozen=True)
@@ -274,11 +277,17 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
     articles: dict[str, list[str]] = {}
     for sent in selection.sentences:
         articles.setdefault(sent.source, []).append(sent.text)
+    # Evidence among the most relevant sentences (the ranking without its bonus for holding the
+    # asked kind of answer, which would otherwise pull any number into the evidence of "how
+    # many ...?" and so answer every such question).
+    relevant = {(c.sentence.source, c.sentence.start)
+                for c in sorted(selection.ranked, key=lambda c: -c.relevance)[:RELEVANT_DEPTH]}
     typed: list[int] = []
     for t in wanted:
         hits = [ev.n for ev in selection.evidence
-                if answers_type(t, ev, analysis, model.count_span,
-                                " ".join(articles.get(ev.sentence.source, ())))]
+                if (ev.sentence.source, ev.sentence.start) in relevant
+                and answers_type(t, ev, analysis, model.count_span,
+                                 " ".join(articles.get(ev.sentence.source, ())))]
         if not hits:
             reasons.append(f"no {t} in the evidence")
         typed.extend(h for h in hits if h not in typed)

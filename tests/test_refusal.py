@@ -90,6 +90,19 @@ def test_when_needs_a_date_on_two_topics():
     assert undated.refuse and any("time" in r for r in undated.reasons)
 
 
+@pytest.mark.parametrize("question,lang,aged", [
+    ("How old is Theresa May?", "en", "The 62-year-old Theresa May said she would stay."),
+    ("На колко години е Тереза Мей?", "bg", "62-годишната Тереза Мей заяви, че остава."),
+    ("Скільки років Терезі Мей?", "uk", "Терезі Мей 62 роки, заявила вона у вівторок."),
+])
+def test_how_old_needs_an_age_not_any_number(question, lang, aged):
+    d = _decide(question, lang, [("a", "en", BREXIT)])  # a date and a year, but no age
+    assert d.refuse and any("age" in r for r in d.reasons), d.reasons
+    d = _decide(question, lang, [("a", "en", BREXIT), ("b", lang, aged)])
+    assert not d.refuse, d.reasons
+    assert d.typed_evidence and d.typed_evidence[0] in (1, 2)
+
+
 def test_who_needs_a_name_the_question_does_not_give():
     named = _decide("Who spoke for the security council?", "en", [("a", "bg", KIRBY)])
     assert not named.refuse, named.reasons
@@ -165,3 +178,27 @@ def test_question_analysis_is_one_frozen_record():
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.language = "bg"  # type: ignore[misc]
     assert not analyse("?!", "en").has_content
+
+
+class _Flat(HashEmbedder):
+    """Every vector equal: sentences differ only by retrieval rank and kind of answer."""
+
+    def _vec(self, text):
+        return np.ones(self.dim, dtype=np.float32) / np.sqrt(self.dim)
+
+
+def test_the_kind_of_answer_must_be_in_a_relevant_sentence_not_one_pulled_in_by_its_number():
+    """The ranking favours a sentence holding a number for "how many ...?"; that favour must not
+    also answer the refusal's question. Six relevant passages without a count, then a number
+    from the bottom of the retrieval: refused."""
+    relevant = [("a", "en", f"The army said the tanks were delivered by rail, report {c}.")
+                for c in "abcdef"]
+    number = ("a", "en", "The new stadium near the border holds 30 000 people.")
+    question = "How many tanks did the army deliver?"
+    sel, analysis = _sel(question, "en", [*relevant, number], embedder=_Flat())
+    assert number[2] in [ev.sentence.text for ev in sel.evidence]  # pulled in by its number
+    d = refusal.decide(sel, analysis, model=OPEN)
+    assert d.refuse and any("quantity" in r for r in d.reasons), d.reasons
+    counted = ("a", "en", "The army delivered 30 tanks by rail.")
+    sel, analysis = _sel(question, "en", [counted, *relevant], embedder=_Flat())
+    assert not refusal.decide(sel, analysis, model=OPEN).refuse

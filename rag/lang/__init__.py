@@ -25,14 +25,14 @@ from ..types import RagError
 LANG_DIR = Path(__file__).resolve().parent
 
 # The kinds of answer a question can ask for (keys of "answer_types").
-QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, PERSON = (
-    "quantity", "money", "measure", "date", "year", "time", "person")
-ANSWER_TYPES = (QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, PERSON)
+QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, AGE, PERSON = (
+    "quantity", "money", "measure", "date", "year", "time", "age", "person")
+ANSWER_TYPES = (QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, AGE, PERSON)
 
 # Fields of a pack file: name -> (type, required).
 _WORD_FIELDS = ("stopwords", "question_words", "ask_words", "count_words", "months", "weekdays",
-                "number_words", "currencies", "units", "anaphora", "refer_back",
-                "article_words", "all_words", "conjunctions", "abbreviations")
+                "number_words", "currencies", "units", "age_words", "birth_words", "anaphora",
+                "refer_back", "article_words", "all_words", "conjunctions", "abbreviations")
 _PHRASE_KEYS = ("refusal", "extractive_lead_in", "rephrase")
 _BOILERPLATE_KEYS = ("ui_lines", "related_starts", "see_also", "credit_words")
 _KNOWN = {"code", "name", "lingua", "also_cyrillic", "cyrillic_digraphs", "cyrillic_letters",

@@ -1,0 +1,213 @@
+"""Fit the weights of the evidence-sentence score, leave one topic out.
+
+Evidence selection (rag/evidence.py `EvidenceSelector.rank`) scores each sentence of the
+retrieved passages as
+
+    e5 cosine + lexical_weight × term match + rank_weight × passage prior
+              + type_weight × holds the asked-for kind of answer
+              + person_weight × names someone the question does not ("who ...?")
+
+The extractive answer quotes the best sentence and a few close ones, so what matters is whether
+the sentence that states the fact comes first (gold@1) or among the first three (gold@3). A
+sentence is gold when it contains one of the question's `evidence` phrases or one of its facts.
+
+Uses the retrieval that benchmarks/fit_refusal.py caches (same --topics/--topic/--cache
+arguments); the signals of every sentence are computed once, then each weight setting is replayed
+on them. For each held-out topic the setting best on the other topics (gold@1 + gold@3) is chosen
+and reported on the held-out one. `--write` stores the setting best on all the topics given in
+rag/data/evidence.json together with this command.
+
+    python benchmarks/fit_evidence.py --topics seeds,ec,trump,asia_bibi \\
+        --topic brexit=$HOME/.cache/newsrag/corpora/brexit-max60:eval/questions/brexit.jsonl ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fit_refusal import (  # noqa: E402
+    CachedRetriever,
+    default_topics,
+    parse_topic,
+    retrieved_for,
+)
+
+from rag import answer as answer_module  # noqa: E402
+from rag import evidence  # noqa: E402
+from rag.answer import Answerer  # noqa: E402
+from rag.metrics import normalize_text  # noqa: E402
+
+GRID = {
+    "lexical_weight": [0.0, 0.02, 0.05, 0.1, 0.15],
+    "rank_weight": [0.04, 0.1, 0.15, 0.2, 0.3],
+    "type_weight": [0.0, 0.03, 0.08, 0.12, 0.16, 0.24],
+    "person_weight": [0.0, 0.04, 0.08, 0.12, 0.16, 0.24],
+}
+
+
+@dataclass
+class Case:
+    """One answerable question: the signals of its candidate sentences and which are gold."""
+
+    topic: str
+    id: str
+    signals: np.ndarray  # rows: dense, lexical, prior, typed, person
+    gold: np.ndarray  # bool per row
+
+
+def is_gold(sentence: str, phrases: Sequence[str], facts: Sequence[Sequence[str]]) -> bool:
+    s = normalize_text(sentence)
+    if any(p in s or (len(s) > 30 and s in p) for p in phrases):
+        return True
+    return any(any(normalize_text(a) in s for a in group) for group in facts)
+
+
+def cases_for(topic, answerer: Answerer) -> list[Case]:
+    out = []
+    k = answerer.settings.top_k * answer_module.RETRIEVE_FACTOR
+    for q in topic.questions:
+        if not q.answerable:
+            continue
+        lang = answerer.ask(q.question, mode="extractive").language
+        analysis = answer_module.analyse(q.question, lang)
+        sel = answerer.selector.rank(q.question, answerer.retriever.retrieve(q.question, k),
+                                     lang=lang, analysis=analysis)
+        phrases = [normalize_text(e) for e in q.evidence]
+        gold = np.array([is_gold(c.sentence.text, phrases, q.facts) for c in sel.ranked])
+        if not gold.any():
+            continue  # retrieval missed it: no weight can help
+        signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person]
+                            for c in sel.ranked])
+        out.append(Case(topic.name, q.id, signals, gold))
+    return out
+
+
+def score(cases: Sequence[Case], params: dict[str, float]) -> dict[str, float]:
+    w = np.array([1.0, params["lexical_weight"], params["rank_weight"], params["type_weight"],
+                  params["person_weight"]])
+    at1 = at3 = 0
+    for c in cases:
+        order = np.argsort(-(c.signals @ w), kind="stable")
+        at1 += int(c.gold[order[0]])
+        at3 += int(c.gold[order[:3]].any())
+    n = len(cases) or 1
+    return {"gold@1": at1 / n, "gold@3": at3 / n, "n": len(cases)}
+
+
+def objective(s: dict[str, float]) -> float:
+    return s["gold@1"] + s["gold@3"]
+
+
+def command(argv: Sequence[str]) -> str:
+    """The command line as others can re-run it (their home folder, no --write)."""
+    home = str(Path.home())
+    return "python benchmarks/fit_evidence.py " + " ".join(
+        shlex.quote(a).replace(home, "$HOME") for a in argv if a != "--write")
+
+
+def markdown(report: dict, argv: Sequence[str]) -> str:
+    def w(p: dict) -> str:
+        return ", ".join(f"{k.removesuffix('_weight')} {v:g}" for k, v in p.items())
+
+    lines = [
+        "# Evidence-sentence weights, fitted leave one topic out",
+        "",
+        f"`{command(argv)}`",
+        "",
+        "Answerable questions whose retrieved passages hold a gold sentence (one containing an "
+        "`evidence` phrase or a fact). gold@1: the best-scored sentence is gold (the extractive "
+        "answer quotes it first); gold@3: a gold sentence is among the first three. Per held-out "
+        "topic, the weights best on the other topics; `before` = the weights in "
+        "rag/data/evidence.json when this ran.",
+        "",
+        "| held-out topic | n | gold@1 before → after | gold@3 before → after | chosen |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for t, r in report["topics"].items():
+        b, a = r["before"], r["after"]
+        lines.append(f"| {t} | {a['n']} | {b['gold@1']:.2f} → {a['gold@1']:.2f} | "
+                     f"{b['gold@3']:.2f} → {a['gold@3']:.2f} | {w(r['chosen'])} |")
+    pb, pa = report["pooled_before"], report["pooled_after"]
+    lines += [f"| pooled | | {pb['gold@1']:.3f} → {pa['gold@1']:.3f} | "
+              f"{pb['gold@3']:.3f} → {pa['gold@3']:.3f} | |", "",
+              f"Before: {w(report['current'])}.",
+              f"Best on all topics (what `--write` stores): {w(report['final']['chosen'])}; "
+              f"gold@1 {report['final']['all_topics']['gold@1']:.3f}, "
+              f"gold@3 {report['final']['all_topics']['gold@3']:.3f} on all of them.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--topics")
+    ap.add_argument("--topic", action="append", default=[])
+    ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache")
+    ap.add_argument("--write", action="store_true",
+                    help="write rag/data/evidence.json fitted on all the topics given")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evidence.md")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from rag.embed import build_embedder
+    from rag.settings import load_settings
+
+    settings = load_settings(mode="extractive")
+    embedder = build_embedder(settings)
+    topics = default_topics(args.topics.split(",") if args.topics else None)
+    topics += [parse_topic(s) for s in args.topic]
+    k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    cases: list[Case] = []
+    for t in topics:
+        answerer = Answerer(CachedRetriever(retrieved_for(t, args.cache, embedder, k)),
+                            embedder, settings, None)
+        cases += cases_for(t, answerer)
+
+    current = evidence.load_weights()
+    grid = [dict(zip(GRID, vals, strict=True)) for vals in itertools.product(*GRID.values())]
+    by = {t.name: [c for c in cases if c.topic == t.name] for t in topics}
+    table = [(p, {t: score(cs, p) for t, cs in by.items()}) for p in grid]
+    report: dict = {"current": current, "topics": {}}
+    for t in by:
+        def train_obj(row, held=t):
+            return sum(objective(s) * s["n"] for name, s in row[1].items() if name != held)
+        best = max(table, key=lambda row: (train_obj(row), row[0] == current))
+        report["topics"][t] = {"before": score(by[t], current), "after": best[1][t],
+                               "chosen": best[0]}
+    for key in ("before", "after"):
+        rows = [report["topics"][t][key] for t in by]
+        n = sum(r["n"] for r in rows) or 1
+        report[f"pooled_{key}"] = {m: sum(r[m] * r["n"] for r in rows) / n
+                                   for m in ("gold@1", "gold@3")}
+    final = max(table, key=lambda row: (sum(objective(s) * s["n"] for s in row[1].values()),
+                                        row[0] == current))
+    report["final"] = {"chosen": final[0], "all_topics": score(cases, final[0])}
+    print(json.dumps(report, indent=2, default=float))
+    args.out.write_text(markdown(report, argv if argv is not None else sys.argv[1:]),
+                        encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
+    if args.write:
+        data = {**{n: final[0][n] for n in evidence.WEIGHT_NAMES},
+                "fitted": command(argv if argv is not None else sys.argv[1:])
+                + "  (report: benchmarks/results/evidence.md)"}
+        evidence.WEIGHTS_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {evidence.WEIGHTS_FILE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
