@@ -38,6 +38,8 @@ from rag.metrics import (  # noqa: F401 - re-exported: evaluate is the public en
     fact_recall,
     false_refusal,
     hit_at_k,
+    lower_is_better,
+    metric_names,
     normalize_text,
     parse_citation_markers,
     recall_at_k,
@@ -66,13 +68,6 @@ class EvalPipeline(Protocol):
 
 LATENCIES = ("retrieve_ms", "first_token_ms", "total_ms")
 _NOT_AVERAGED = {*LATENCIES, "evidence_chars"}
-_LOWER_IS_BETTER = {"false_refusal_rate"}
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric in _LOWER_IS_BETTER or metric.endswith(("_ms_p50", "_ms_p95"))
-
-
 def score_question(
     question: Question,
     record: Mapping[str, Any],
@@ -187,16 +182,6 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "by_language": {lang: _summarize_group(g) for lang, g in sorted(by_lang.items())},
         "by_type": {t: _summarize_group(g) for t, g in by_type.items()},
     }
-
-
-def metric_names(group: Mapping[str, Any]) -> list[str]:
-    """The metric keys of one summary group, in display order."""
-    return [
-        k
-        for k, v in group.items()
-        if k not in ("n", "n_answerable", "n_unanswerable", "errors", "counts")
-        and not isinstance(v, dict)
-    ]
 
 
 def compare(ours: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float | None]:

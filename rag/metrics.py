@@ -252,3 +252,22 @@ def tokens_per_second(
     start = timings.get("first_token_ms") or timings.get("retrieve_ms") or 0.0
     seconds = (total - start) / 1000
     return tokens / seconds if seconds > 0 else None
+
+
+# --- how summaries read -------------------------------------------------------------------
+
+_LOWER_IS_BETTER = {"false_refusal_rate"}
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in _LOWER_IS_BETTER or metric.endswith(("_ms_p50", "_ms_p95"))
+
+
+def metric_names(group: Mapping[str, Any]) -> list[str]:
+    """The metric keys of one summary group, in display order."""
+    return [
+        k
+        for k, v in group.items()
+        if k not in ("n", "n_answerable", "n_unanswerable", "errors", "counts")
+        and not isinstance(v, dict)
+    ]
