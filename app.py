@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from rag.cli import configure_logging
+from rag.app.cli import configure_logging
+from rag.app.ui import check_serving, launch
 from rag.pipeline import build_pipeline
 from rag.settings import load_settings
 from rag.types import RagError
-from rag.ui import check_serving, launch
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,10 +46,11 @@ sys.path.insert(0, str(ROOT))
 
 import itertools  # noqa: E402
 
-from rag import answer as answer_module  # noqa: E402
-from rag import cite, language, refusal  # noqa: E402
-from rag.answer import Answerer  # noqa: E402
-from rag.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
+from rag.answering import answer as answer_module  # noqa: E402
+from rag.answering import cite, refusal  # noqa: E402
+from rag.answering.answer import Answerer  # noqa: E402
+from rag.eval.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
+from rag.lang import detect as language  # noqa: E402
 from rag.types import Answer, RagError  # noqa: E402
 
 log = logging.getLogger("benchmarks.answers")
@@ -97,8 +98,8 @@ def llama_index_citation_engine(retriever, llm, k: int) -> AnswerFn:
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import NodeWithScore, QueryBundle
 
-    from rag import language
-    from rag.retrieve import chunk_to_node
+    from rag.lang import detect as language
+    from rag.retrieval.hybrid import chunk_to_node
 
     class Wrapped(BaseRetriever):
         def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -247,9 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = read_before(args.before) if args.before else None  # fail early on a bad path
 
     from rag.embed import build_embedder
-    from rag.indexer import index_path
-    from rag.llm import build_chat_model
-    from rag.retrieve import HybridRetriever
+    from rag.indexing.indexer import index_path
+    from rag.llm.backends import build_chat_model
+    from rag.retrieval.hybrid import HybridRetriever
     from rag.settings import load_settings
     from rag.store import open_store
 

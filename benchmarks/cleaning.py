@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.chunking import chunk_document  # noqa: E402
-from rag.ingest import clean_spans, document_from_bytes  # noqa: E402
+from rag.indexing.chunking import chunk_document  # noqa: E402
+from rag.indexing.ingest import clean_spans, document_from_bytes  # noqa: E402
 
 
 def corpus_text() -> str:

@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ["RAG_SETTINGS_FILE"] = str(ROOT / "benchmarks" / "no-such-settings.toml")
 
-from rag.llm import ScriptedChatModel  # noqa: E402
+from rag.llm.backends import ScriptedChatModel  # noqa: E402
 from rag.pipeline import build_pipeline  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
 from rag.store import ChromaStore, make_client  # noqa: E402
@@ -175,7 +175,7 @@ def case_4(base: Path) -> Row:
 
 
 def case_5(base: Path) -> Row:
-    from rag.answer import Answerer
+    from rag.answering.answer import Answerer
 
     env = Env(base, "c5")
     pipe = env.pipeline()
@@ -225,7 +225,7 @@ class _Down:
 
 
 def case_8(base: Path) -> Row:
-    from rag.ui import ChatUI, Session
+    from rag.app.ui import ChatUI, Session
 
     env = Env(base, "c8")
     pipe = env.pipeline()
@@ -272,13 +272,13 @@ def case_10(base: Path) -> Row:
 
 
 def case_11(base: Path) -> Row:
-    from rag.ingest import document_from_bytes
+    from rag.indexing.ingest import document_from_bytes
 
     text = " ".join(SEEDS[3].read_text(encoding="utf-8").split())
     big = (" ".join(f"{i}. {text}" for i in range(300)))[:300_000]
     t0 = time.perf_counter()
     doc = document_from_bytes(big.encode(), "big.txt", "big.txt")
-    from rag.chunking import chunk_document
+    from rag.indexing.chunking import chunk_document
 
     chunks = chunk_document(doc)
     s = time.perf_counter() - t0
@@ -301,8 +301,8 @@ def case_12(base: Path) -> Row:
 
 
 def case_13(base: Path) -> Row:
-    from rag.answer import Answerer
-    from rag.llm import OllamaChatModel
+    from rag.answering.answer import Answerer
+    from rag.llm.backends import OllamaChatModel
     from tests.fake_ollama import FakeOllama
 
     env = Env(base, "c13")
@@ -342,7 +342,7 @@ def case_14(base: Path) -> Row:
 
 
 def case_15(base: Path) -> Row:
-    from rag.ui import ChatUI, Session
+    from rag.app.ui import ChatUI, Session
 
     env = Env(base, "c15")
     pipe = env.pipeline()
@@ -366,7 +366,7 @@ def case_15(base: Path) -> Row:
 
 
 def case_16(base: Path) -> Row:
-    from rag.ui import check_serving
+    from rag.app.ui import check_serving
 
     seen = []
     for kw, insecure in (({"auth_user": "me"}, False), ({"host": "0.0.0.0"}, False),

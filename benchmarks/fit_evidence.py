@@ -1,6 +1,6 @@
 """Fit the weights of the evidence-sentence score, leave one topic out.
 
-Evidence selection (rag/evidence.py `EvidenceSelector.rank`) scores each sentence of the
+Evidence selection (rag/answering/evidence.py `EvidenceSelector.rank`) scores each sentence of the
 retrieved passages as
 
     e5 cosine + lexical_weight × term match + rank_weight × passage prior
@@ -46,10 +46,10 @@ from fit_refusal import (  # noqa: E402
     retrieved_for,
 )
 
-from rag import answer as answer_module  # noqa: E402
-from rag import evidence  # noqa: E402
-from rag.answer import Answerer  # noqa: E402
-from rag.metrics import normalize_text  # noqa: E402
+from rag.answering import answer as answer_module  # noqa: E402
+from rag.answering import evidence  # noqa: E402
+from rag.answering.answer import Answerer  # noqa: E402
+from rag.eval.metrics import normalize_text  # noqa: E402
 
 GRID = {
     "lexical_weight": [0.0, 0.02, 0.05, 0.1, 0.15],

@@ -2,7 +2,7 @@
 
 Uses the retrieval that benchmarks/fit_refusal.py cached (same --topics/--topic/--cache
 arguments). Refusal does not depend on which sentences are quoted, so each question's selection
-and refusal decision are computed once; then every setting of the picker (rag/answer.py
+and refusal decision are computed once; then every setting of the picker (rag/answering/answer.py
 EXTRACTIVE_*) is replayed on them. For each held-out topic the setting that maximises fact
 recall + citation precision on the other topics is chosen and scored on the held-out one.
 
@@ -31,12 +31,12 @@ from fit_refusal import (  # noqa: E402
     retrieved_for,
 )
 
-from rag import answer as answer_module  # noqa: E402
-from rag import refusal  # noqa: E402
-from rag.answer import Answerer, pick_extractive  # noqa: E402
-from rag.metrics import citation_precision, fact_recall  # noqa: E402
+from rag.answering import answer as answer_module  # noqa: E402
+from rag.answering import refusal  # noqa: E402
+from rag.answering.answer import Answerer, pick_extractive  # noqa: E402
+from rag.eval.metrics import citation_precision, fact_recall  # noqa: E402
 
-# The picker's settings tried: module constants of rag/answer.py.
+# The picker's settings tried: module constants of rag/answering/answer.py.
 GRID = {
     "EXTRACTIVE_MARGIN": [0.0, 0.03, 0.06, 0.1, 0.15],
     "EXTRACTIVE_OTHER_MARGIN": [-1.0, 0.0, 0.03],

@@ -36,10 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag import answer as answer_module  # noqa: E402
-from rag import refusal  # noqa: E402
-from rag.answer import Answerer  # noqa: E402
-from rag.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
+from rag.answering import answer as answer_module  # noqa: E402
+from rag.answering import refusal  # noqa: E402
+from rag.answering.answer import Answerer  # noqa: E402
+from rag.eval.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
 from rag.types import Chunk, Retrieved  # noqa: E402
 
 log = logging.getLogger("benchmarks.fit_refusal")

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.llm import LlamaCppChatModel
-from rag.prompts import answer_messages, phrase, render_evidence
+from rag.answering.prompts import answer_messages, phrase, render_evidence
+from rag.llm.backends import LlamaCppChatModel
 from rag.settings import Settings, load_settings
 from rag.types import Evidence, Retrieved, Sentence
 
@@ -185,7 +185,8 @@ def refused(text: str, lang: str, settings: Settings) -> bool:
 
 
 def chunk_evidence(retrieved: Sequence[Retrieved]) -> list[Evidence]:
-    """Numbered evidence from whole retrieved chunks (used when rag.evidence is not available)."""
+    """Numbered evidence from whole retrieved chunks (used when rag.answering.evidence is not
+    available)."""
     out = []
     for r in retrieved:
         c = r.chunk
@@ -198,20 +199,21 @@ def chunk_evidence(retrieved: Sequence[Retrieved]) -> list[Evidence]:
 
 def select_evidence(pipe: Any, question: str, retrieved: list[Retrieved],
                     kind: str) -> tuple[list[Evidence], str]:
-    """The product's sentence-level evidence (rag.evidence.EvidenceSelector, as every answer
-    mode uses it) or, with kind="chunks" or without rag.evidence, the whole retrieved chunks."""
+    """The product's sentence-level evidence (rag.answering.evidence.EvidenceSelector, as every
+    answer mode uses it) or, with kind="chunks" or without rag.answering.evidence, the whole
+    retrieved chunks."""
     if kind == "sentences":
         try:
-            from rag.evidence import EvidenceSelector
+            from rag.answering.evidence import EvidenceSelector
         except ImportError:
-            log.warning("rag.evidence.EvidenceSelector not available; using whole chunks")
+            log.warning("rag.answering.evidence.EvidenceSelector not available; using whole chunks")
         else:
             global _selector
             if _selector is None:
                 _selector = EvidenceSelector(pipe.embedder)
             selection = _selector.select(question, retrieved, k=EVIDENCE_K)
             return list(selection.evidence), (
-                f"sentences chosen by rag.evidence.EvidenceSelector (k={EVIDENCE_K}, "
+                f"sentences chosen by rag.answering.evidence.EvidenceSelector (k={EVIDENCE_K}, "
                 "with context sentences where needed)")
     return chunk_evidence(retrieved), "whole retrieved chunks"
 
@@ -224,7 +226,7 @@ def extractive_answer(pipe: Any, question: str) -> str | None:
     """What extractive mode shows for the question, when the product's answerer exists."""
     try:
         return pipe.ask(question, mode="extractive").answer
-    except Exception as e:  # rag.answer may not exist yet
+    except Exception as e:  # rag.answering.answer may not exist yet
         log.info("extractive answer unavailable: %s", e)
         return None
 
@@ -323,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     translations = []
     if not args.no_translation:
-        from rag.language import detect
+        from rag.lang.detect import detect
 
         for qid, needle in TRANSLATIONS:
             if args.translations and qid not in args.translations.split(","):
@@ -387,7 +389,7 @@ def render_report(args: argparse.Namespace, settings: Settings, model: LlamaCppC
         "Facts = fact groups of seeds/questions.jsonl found in the answer (any alternative, "
         "case-insensitive). Evidence = the same, in the evidence block the model was given "
         "(the most extractive mode could quote). Extractive = in the product's extractive answer "
-        "when rag.answer exists, else in the top evidence_sentences "
+        "when rag.answering.answer exists, else in the top evidence_sentences "
         f"({settings.evidence_sentences}) evidence sentences, which is what extractive mode "
         "quotes. Prefill/gen tok/s from llama.cpp's own counters; the prompt "
         "cache was dropped before each question.",
@@ -436,7 +438,8 @@ def render_report(args: argparse.Namespace, settings: Settings, model: LlamaCppC
         return fmt(sum(xs) / len(xs)) if xs else "–"
 
     n_ans = sums["answerable"]
-    ex_line = (f"{sums['ex']}/{sums['ex_n']}" if sums["ex_n"] else "not measured (no rag.answer)")
+    ex_line = (f"{sums['ex']}/{sums['ex_n']}" if sums["ex_n"]
+               else "not measured (no rag.answering.answer)")
     out += [
         "",
         f"**Summary:** {sums['correct']}/{len(rows)} correct (answerable: all facts + valid "

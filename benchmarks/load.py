@@ -146,7 +146,7 @@ def env_for(base: Path) -> dict[str, str]:
 
 
 def rag_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rag.cli", *args]
+    return [sys.executable, "-m", "rag.app.cli", *args]
 
 
 def get_json(url: str) -> dict:

@@ -26,10 +26,10 @@ class CachedRetriever:
 
 
 def main(topics: list[str]) -> None:
-    from rag.answer import Answerer
+    from rag.answering.answer import Answerer
     from rag.embed import build_embedder
-    from rag.metrics import citation_precision, fact_recall
-    from rag.questions import load_questions
+    from rag.eval.metrics import citation_precision, fact_recall
+    from rag.eval.questions import load_questions
     from rag.settings import load_settings
     from rag.types import Chunk, Retrieved
 

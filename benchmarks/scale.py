@@ -146,7 +146,7 @@ class HashEmbedder:
 
 
 def _records(source: str, paragraphs: list[str]):
-    from rag.chunking import chunk_id
+    from rag.indexing.chunking import chunk_id
     from rag.types import Chunk, Document
 
     text = "\n\n".join(paragraphs)
@@ -296,7 +296,7 @@ def child_first_answer(args: argparse.Namespace) -> None:
 def synthetic(sizes: list[int], modes: list[str], work: Path, queries: int,
               profile_out: list[str]) -> list[dict]:
     from rag.pipeline import build_pipeline
-    from rag.retrieve import load_bm25, refresh_hubness
+    from rag.retrieval.hybrid import load_bm25, refresh_hubness
 
     corpus = SyntheticCorpus()
     rows = []
@@ -458,7 +458,7 @@ def real(n_files: int | None, work: Path, clients: int, per_client: int) -> dict
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(PYTHONPATH=str(ROOT), RAG_DATA_DIR=str(data), RAG_INDEX_DIR=str(index),
                RAG_MODE="extractive", RAG_SETTINGS_FILE=str(d / "none.toml"))
-    rag = [sys.executable, "-m", "rag.cli"]
+    rag = [sys.executable, "-m", "rag.app.cli"]
     out: dict = {"files": len(list(data.rglob("*.txt")))}
 
     print(f"real: cold index of {out['files']} files", file=sys.stderr)

@@ -8,14 +8,15 @@ shared embedding cache, so a second run encodes nothing.
 For each question the candidate lists are computed once with the product's own retrievers —
 dense nearest neighbours with their raw cosine, the hubness table, BM25 — and every setting of
 the grid re-runs the product's own fusion on them (`hub_rescore`, `weighted_rrf`,
-`collapse_duplicates` from rag.retrieve), which is checked against `HybridRetriever.retrieve`.
+`collapse_duplicates` from rag.retrieval.hybrid), which is checked against
+`HybridRetriever.retrieve`.
 Then, for each held-out topic, the setting with the best mean of MRR, hit@5 and evidence@5 over
 the *other* topics is chosen and reported on the held-out one, beside:
   - `shipped`: the defaults in rag/settings.py (fitted on all topics by this script),
   - `previous`: the previous release's retrieval (exact-text de-duplication only, 20
     candidates, equal weights, hubness penalty 0.5),
   - `naive`: llama-index's defaults over the raw files with the same embedder, dense top-5
-    (rag.baseline, what `rag eval --baseline` runs).
+    (rag.eval.baseline, what `rag eval --baseline` runs).
 
     python benchmarks/topics.py        # all topics; writes benchmarks/results/topics.md
     python benchmarks/topics.py --topics brexit,ec --no-baseline --out /tmp/t.md
@@ -48,11 +49,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.evaluate import load_questions  # noqa: E402
-from rag.metrics import evidence_at_k, hit_at_k, recall_at_k, reciprocal_rank  # noqa: E402
+from rag.eval.evaluate import load_questions  # noqa: E402
+from rag.eval.metrics import evidence_at_k, hit_at_k, recall_at_k, reciprocal_rank  # noqa: E402
+from rag.eval.questions import Question  # noqa: E402
 from rag.pipeline import build_pipeline  # noqa: E402
-from rag.questions import Question  # noqa: E402
-from rag.retrieve import (  # noqa: E402
+from rag.retrieval.hybrid import (  # noqa: E402
     collapse_duplicates,
     dense_depth,
     hub_rescore,
@@ -211,7 +212,7 @@ def load_topic(name: str, corpora: Path, *, baseline: bool, max_files: int = 0) 
         logging.warning("%s: the grid's fusion differs from HybridRetriever on %d of %d "
                         "questions", name, mismatches, min(20, len(questions)))
     if baseline:
-        from rag.baseline import NaivePipeline
+        from rag.eval.baseline import NaivePipeline
 
         naive = NaivePipeline(settings, pipe.embedder, data_dir=corpus)
         topic.naive = [score(q, naive.retrieve(q.question, K)) for q in questions]

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .types import RagError
+from rag.types import RagError
 
 logger = logging.getLogger(__name__)
 

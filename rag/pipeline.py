@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .chunking import chunk_document
-from .embed import CachedEmbedder, Embedder, build_embedder
-from .indexer import Progress, _embed, index_path, merge_reports
-from .ingest import EXTENSIONS, content_hash
-from .retrieve import HybridRetriever
-from .settings import Settings
-from .store import ChromaStore, DocInfo, LegacyIndexError, open_store
-from .types import Answer, IndexReport, RagError, Retrieved
+from rag.embed import CachedEmbedder, Embedder, build_embedder
+from rag.indexing.chunking import chunk_document
+from rag.indexing.indexer import Progress, _embed, index_path, merge_reports
+from rag.indexing.ingest import EXTENSIONS, content_hash
+from rag.retrieval.hybrid import HybridRetriever
+from rag.settings import Settings
+from rag.store import ChromaStore, DocInfo, LegacyIndexError, open_store
+from rag.types import Answer, IndexReport, RagError, Retrieved
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Pipeline:
         input or a failed write: the result says what happened. The file is moved into the
         uploads folder only after it was indexed, so a rejected or failed re-upload leaves the
         previous file and its index entry as they were."""
-        from .ingest import Skipped, document_from_bytes
+        from rag.indexing.ingest import Skipped, document_from_bytes
 
         name = safe_name(name)
         try:
@@ -267,8 +267,8 @@ class Pipeline:
         """Load what the first question would otherwise wait for: the embedder, the BM25 and
         hubness tables, the language identifier and (for corpora up to `max_chunks`, in a
         background thread) the sentence vectors evidence selection uses."""
-        from . import language
-        from .types import Retrieved
+        from rag.lang import detect as language
+        from rag.types import Retrieved
 
         self.retrieve("warm up", 1)
         language.detect("warm up the language identifier")
@@ -303,8 +303,8 @@ class Pipeline:
     @property
     def answerer(self):
         if self._answerer is None:
-            from .answer import Answerer
-            from .evidence import EvidenceSelector
+            from rag.answering.answer import Answerer
+            from rag.answering.evidence import EvidenceSelector
 
             embedder = self.embedder
             if self.settings.sentence_cache and not isinstance(embedder, CachedEmbedder):
@@ -350,7 +350,7 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None,
                                 hub_penalty=settings.hub_penalty,
                                 dup_overlap=settings.dup_overlap, per_source=settings.per_source)
     if chat_model is None and settings.mode != "extractive":
-        from .llm import build_chat_model
+        from rag.llm.backends import build_chat_model
 
         chat_model = build_chat_model(settings, backend=backend, model=model)
     return Pipeline(settings, store, embedder, retriever, chat_model)

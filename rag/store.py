@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import Chunk, Document, RagError
+from rag.types import Chunk, Document, RagError
 
 logger = logging.getLogger(__name__)
 

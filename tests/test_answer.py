@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answerer, condense_heuristic
-from rag.llm import ScriptedChatModel
-from rag.prompts import phrase
+from rag.answering.answer import Answerer, condense_heuristic
+from rag.answering.prompts import phrase
+from rag.llm.backends import ScriptedChatModel
 from rag.types import Answer, Chunk, RagError, Retrieved
 
 try:
@@ -195,13 +195,13 @@ def test_auto_falls_back_to_extractive_with_a_note_and_caches_the_check(settings
 
 
 def test_auto_picks_up_a_backend_that_comes_up_later(settings, hash_embedder, monkeypatch):
-    import rag.answer
+    import rag.answering.answer
 
     model = ScriptedChatModel(["Почти 5 милиона снаряда [1]."], check_error=RagError("down"))
     answerer = make(settings, hash_embedder, model)
     assert answerer.ask(SHELLS_Q).mode == "extractive"
     model.check_error = None
-    monkeypatch.setattr(rag.answer, "CHECK_TTL_S", 0.0)
+    monkeypatch.setattr(rag.answering.answer, "CHECK_TTL_S", 0.0)
     assert answerer.ask(SHELLS_Q).mode == "generate"
 
 
@@ -361,7 +361,7 @@ class _Flat:
 
 
 def _articles_selection(question: str, lang: str):
-    from rag.evidence import EvidenceSelector
+    from rag.answering.evidence import EvidenceSelector
 
     texts = [("a.txt", "bg", "Говорителят Джон Кърби заяви, че Северна Корея е доставила ракети."),
              ("b.txt", "uk", "Координатор Джон Кірбі заявив, що Росія хоче закупити боєприпаси."),
@@ -374,7 +374,7 @@ def _articles_selection(question: str, lang: str):
 
 
 def test_which_articles_questions_quote_each_article_with_the_key_name():
-    from rag.answer import pick_extractive
+    from rag.answering.answer import pick_extractive
 
     sel = _articles_selection("Кои статии цитират Джон Кърби?", "bg")
     assert [ev.sentence.source for ev in pick_extractive(sel, 3)] == ["a.txt", "b.txt"]
@@ -393,8 +393,8 @@ QUESTIONS = {json.loads(line)["id"]: json.loads(line)
 @pytest.fixture(scope="module")
 def real_answerer(tmp_path_factory):
     from rag.embed import build_embedder
-    from rag.indexer import index_path
-    from rag.retrieve import HybridRetriever
+    from rag.indexing.indexer import index_path
+    from rag.retrieval.hybrid import HybridRetriever
     from rag.settings import load_settings
     from rag.store import open_store
 

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from rag.answer import TimedStream, trim_history
-from rag.llm import ScriptedChatModel
-from rag.prompts import phrase
+from rag.answering.answer import TimedStream, trim_history
+from rag.answering.prompts import phrase
+from rag.llm.backends import ScriptedChatModel
 from rag.types import RagError
 from tests.fake_ollama import FakeOllama
 from tests.test_answer import SHELLS_Q, make
@@ -118,7 +118,7 @@ def test_history_counts_in_the_length_limit(settings_factory, hash_embedder):
 def test_auto_falls_back_on_a_real_http_500_and_half_stream(settings_factory, hash_embedder):
     with FakeOllama(models=["qwen2.5:7b"], replies=["Почти 5 [1]."],
                     stream_error="runner crashed") as server:
-        from rag.llm import OllamaChatModel
+        from rag.llm.backends import OllamaChatModel
 
         settings = settings_factory(mode="auto", ollama_url=server.url)
         answerer = make(settings, hash_embedder, OllamaChatModel(settings))

@@ -442,7 +442,7 @@ def test_generate_mode_through_the_api_with_fake_ollama(settings_factory, hash_e
 
 
 def test_the_chat_server_serves_the_api_too(settings_factory):
-    """rag.ui.launch mounts /v1 and /health on Gradio's own app, beside the chat."""
+    """rag.app.ui.launch mounts /v1 and /health on Gradio's own app, beside the chat."""
     from tests.ui_support import free_port, start_app
 
     settings = settings_factory(port=free_port())

@@ -46,7 +46,7 @@ def serve_url(index, tmp_path_factory):
     port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", "--index-dir", str(index), "serve", "--port",
+        [sys.executable, "-m", "rag.app.cli", "--index-dir", str(index), "serve", "--port",
          str(port), "--mode", "extractive"], cwd=ROOT, env=_env(), stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_START_S
@@ -224,7 +224,7 @@ def test_mcp_over_stdio_with_the_sdk_client(index):
 
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "rag.cli", "--index-dir", str(index), "mcp", "--mode", "extractive"],
+        args=["-m", "rag.app.cli", "--index-dir", str(index), "mcp", "--mode", "extractive"],
         env=_env(), cwd=str(ROOT))
     results: dict = {}
 

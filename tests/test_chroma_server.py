@@ -98,8 +98,8 @@ def test_server_stopped_mid_session_is_an_outage_not_a_missing_article(
         tmp_path, settings_factory, hash_embedder, seeds_copy):
     """Finding 8/15: with the server down the user is told to start it (in the app as in the
     CLI), nothing is reported as "not in the index", and after a restart all is there."""
+    from rag.app.ui import ChatUI, Session
     from rag.settings import load_settings
-    from rag.ui import ChatUI, Session
 
     port = _free_port()
     proc = start_chroma(tmp_path, port)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag.chunking import chunk_document
-from rag.ingest import read_document
-from rag.text import sentence_spans, split_sentences
-
-from .conftest import SEED_FILES
+from rag.indexing.chunking import chunk_document
+from rag.indexing.ingest import read_document
+from rag.lang.text import sentence_spans, split_sentences
+from tests.conftest import SEED_FILES
 
 
 def all_chunks(size=200):

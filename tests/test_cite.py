@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag import cite
-from rag.evidence import EvidenceSelector
-from rag.prompts import LANGUAGES, phrase
+from rag.answering import cite
+from rag.answering.evidence import EvidenceSelector
+from rag.answering.prompts import LANGUAGES, phrase
 from rag.types import Evidence, Sentence
 
 try:

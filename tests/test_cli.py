@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rag import cli
-
-from .conftest import ROOT, HashEmbedder
+from rag.app import cli
+from tests.conftest import ROOT, HashEmbedder
 
 RETRIEVED_KEYS = {"rank", "score", "source", "also", "chunk_id", "start", "end", "lines", "text",
                   "title", "language"}

@@ -366,7 +366,7 @@ def test_damaged_bm25_cache_is_rebuilt_with_a_log_line(settings_factory, hash_em
     pipe = _pipe(settings, hash_embedder)
     pipe.index()
     pipe.retrieve("Северна Кореја")
-    from rag.retrieve import wait_for_cache_writes
+    from rag.retrieval.hybrid import wait_for_cache_writes
 
     wait_for_cache_writes()  # the cache files are written by a background thread
     cache = next((settings.index_dir / "bm25-news").glob("bm25-*")) / "chunks.json"

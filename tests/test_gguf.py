@@ -1,4 +1,4 @@
-"""rag.gguf: joining the GGUF part packages into a verified file in the cache dir."""
+"""rag.llm.gguf: joining the GGUF part packages into a verified file in the cache dir."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from rag import gguf
-from rag.llm import LlamaCppChatModel, complete
-from rag.prompts import answer_messages, render_evidence
+from rag.answering.prompts import answer_messages, render_evidence
+from rag.llm import gguf
+from rag.llm.backends import LlamaCppChatModel, complete
 from rag.settings import load_settings
 from rag.types import Evidence, RagError, Sentence
 
@@ -234,8 +234,7 @@ def test_real_qwen_through_the_whole_pipeline_in_generate_mode(tmp_path):
     if reason:
         pytest.skip(reason)
     from rag.pipeline import build_pipeline
-
-    from .conftest import SEEDS
+    from tests.conftest import SEEDS
 
     # A 1.5B model on two shared cores can take over the default 30 s to its first token; the
     # test is about the answer, not about how fast a busy machine produces it.

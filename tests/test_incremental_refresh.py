@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rag.retrieve as retrieve
-from rag.retrieve import (
+import rag.retrieval.hybrid as retrieve
+from rag.lang.text import bm25_tokens
+from rag.retrieval.hybrid import (
     HybridRetriever,
     TokenizedCorpus,
     _bm25_from,
@@ -21,9 +22,7 @@ from rag.retrieve import (
     wait_for_cache_writes,
 )
 from rag.store import open_store
-from rag.text import bm25_tokens
-
-from .test_retrieve import add_doc
+from tests.test_retrieve import add_doc
 
 WORDS = ["ракета", "снаряд", "граница", "влада", "избори", "нафта", "гас", "пшеница", "лука",
          "мост", "фабрика", "болница", "школа", "суд", "полиција", "војска", "министар",

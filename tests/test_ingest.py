@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest import clean_spans, content_hash, list_files, read_document, read_documents
+from rag.indexing.ingest import clean_spans, content_hash, list_files, read_document, read_documents
 from rag.types import Document
-
-from .conftest import SEEDS
+from tests.conftest import SEEDS
 
 
 def doc(name: str) -> Document:

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from rag import lang, language
-from rag.evidence import asked_types
+from rag import lang
+from rag.answering.evidence import asked_types
+from rag.lang import detect as language
 from rag.types import RagError
 
 
@@ -16,7 +17,7 @@ def test_every_pack_loads_and_answer_languages_are_defined_once():
     assert {"en", "bg", "mk", "sr", "uk", "ru", "pl", "cs", "sl"} <= set(packs)
     assert lang.LANGUAGES[0] == "en"
     assert set(lang.LANGUAGES) == {"en", "bg", "mk", "sr", "uk"}
-    from rag import prompts
+    from rag.answering import prompts
 
     assert prompts.LANGUAGES is lang.LANGUAGES
     for code in lang.LANGUAGES:

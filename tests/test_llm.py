@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-import rag.llm
-from rag.llm import (
+import rag.llm.backends
+from rag.answering.prompts import answer_messages, render_evidence
+from rag.llm.backends import (
     ChatModel,
     LlamaCppChatModel,
     OllamaChatModel,
@@ -25,7 +26,6 @@ from rag.llm import (
     build_chat_model,
     complete,
 )
-from rag.prompts import answer_messages, render_evidence
 from rag.settings import Settings
 from rag.types import Evidence, RagError, Sentence
 
@@ -165,7 +165,7 @@ def test_ollama_check_missing_model_says_ollama_pull(ollama):
 
 
 def test_ollama_check_is_fast_when_server_hangs(monkeypatch):
-    monkeypatch.setattr(rag.llm, "CHECK_TIMEOUT", 0.2)
+    monkeypatch.setattr(rag.llm.backends, "CHECK_TIMEOUT", 0.2)
     listener = socket.socket()  # accepts connections (backlog) but never answers
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -312,7 +312,7 @@ def test_openai_like_unreachable():
 def test_llamacpp_needs_a_model_path(tmp_path, monkeypatch):
     # No path means the GGUF bundled by the extra; pretend its part packages are not installed.
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("rag.gguf.PART_PACKAGE", "newsrag_test_no_such_part{n}")
+    monkeypatch.setattr("rag.llm.gguf.PART_PACKAGE", "newsrag_test_no_such_part{n}")
     model = build_chat_model(_settings(backend="llamacpp"))
     assert model.backend.model == "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
     assert isinstance(model, LlamaCppChatModel)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rag.indexer import RateMeter, _embed
+from rag.indexing.indexer import RateMeter, _embed
 
 
 def test_rate_meter_reports_rate_and_time_left_from_a_clock():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rag import prompts
-from rag.prompts import (
+from rag.answering import prompts
+from rag.answering.prompts import (
     LANGUAGES,
     answer_messages,
     condense_messages,

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.metrics import normalize_text
-from rag.questions import load_questions
-
-from .conftest import ROOT
+from rag.eval.metrics import normalize_text
+from rag.eval.questions import load_questions
+from tests.conftest import ROOT
 
 SETS = sorted((ROOT / "eval" / "questions").glob("*.jsonl"))
 CORPORA = ROOT.parent / "shared" / "corpora" / "bsnlp"

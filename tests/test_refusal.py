@@ -1,4 +1,5 @@
-"""Refusal by evidence (rag.refusal) and the one question analysis (rag.question)."""
+"""Refusal by evidence (rag.answering.refusal) and the one question analysis
+(rag.answering.question)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rag import refusal
-from rag.evidence import EvidenceSelector
-from rag.question import analyse, refers_back
+from rag.answering import refusal
+from rag.answering.evidence import EvidenceSelector
+from rag.answering.question import analyse, refers_back
 from rag.types import Chunk, Retrieved
 from tests.conftest import HashEmbedder
 

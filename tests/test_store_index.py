@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.indexer import index_path
+from rag.indexing.indexer import index_path
 from rag.pipeline import build_pipeline
 from rag.store import ChromaStore, make_client, open_store
 from rag.types import RagError
-
-from .conftest import HashEmbedder
+from tests.conftest import HashEmbedder
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ def offline_app(tmp_path_factory):
 def _keyed_model(replies: dict):
     """A ScriptedChatModel whose reply is chosen by a keyword of the question, so the tests
     do not depend on the order they run in."""
-    from rag.llm import ScriptedChatModel
+    from rag.llm.backends import ScriptedChatModel
 
     class Keyed(ScriptedChatModel):
         def stream(self, messages):

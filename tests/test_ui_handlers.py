@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from rag.app.ui import ChatUI, Session, _history, _safe_name
 from rag.settings import load_settings
 from rag.types import RagError
-from rag.ui import ChatUI, Session, _history, _safe_name
 from tests.ui_fakes import ARTICLE, FakePipeline, chunk_of, make_answer, make_doc, quote_citation
 
 SRC = "003_test.txt"
@@ -287,7 +287,7 @@ def test_failed_reupload_keeps_the_previous_file_and_entry(ui, tmp_path):
 
 
 def test_half_configured_login_or_open_bind_refuses_to_start(monkeypatch):
-    from rag.ui import check_serving
+    from rag.app.ui import check_serving
 
     with pytest.raises(RagError, match="RAG_AUTH_PASSWORD is not set"):
         check_serving(load_settings(auth_user="me"))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rag import ui_render as R
+from rag.app import ui_render as R
 from rag.types import Backend, Timings
 from tests.ui_fakes import ARTICLE, chunk_of, make_answer, make_doc, quote_citation
 

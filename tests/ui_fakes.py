@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from rag.ingest import EXTENSIONS, Skipped, content_hash, document_from_bytes, read_document
+from rag.indexing.ingest import (
+    EXTENSIONS,
+    Skipped,
+    content_hash,
+    document_from_bytes,
+    read_document,
+)
 from rag.pipeline import AddResult, safe_name
 from rag.store import DocInfo
 from rag.types import (

@@ -43,7 +43,7 @@ def seed_index_copy(tmp_path_factory, name: str) -> Path:
 
 def start_app(pipeline, settings):
     """Launch the UI in this process on settings.port (background thread); return (demo, url)."""
-    from rag.ui import launch
+    from rag.app.ui import launch
 
     demo = launch(pipeline, settings, prevent_thread_lock=True)
     url = f"http://127.0.0.1:{settings.port}"

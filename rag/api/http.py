@@ -1,11 +1,12 @@
 """The OpenAI-compatible HTTP API: GET /v1/models, POST /v1/chat/completions, GET /health.
 
-Served alone by `rag serve`, or mounted on the chat's server (rag/ui.py passes `api_routes()` to
+Served alone by `rag serve`, or mounted on the chat's server (rag/app/ui.py passes `api_routes()` to
 Gradio's FastAPI app). This layer does HTTP only: bearer auth, body size, a bounded wait for a
 free answer slot (429 / 503 instead of an unbounded queue), SSE framing, and errors in OpenAI's
 shape; shapes come from `openai_compat`, answers from the pipeline.
 
-Streaming: a generated answer's citation numbers are final only after rag.cite has verified
+Streaming: a generated answer's citation numbers are final only after rag.answering.cite has
+verified
 them (it drops and renumbers markers), so the stream sends the answer once it is checked; while
 the LLM writes, SSE comment lines keep the connection alive. Errors found before the answer
 starts (mode, backend, index) get a real HTTP status; later ones arrive as an `error` event.
@@ -29,9 +30,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Mount, Route
 
-from ..types import RagError
-from . import openai_compat as oa
-from .openai_compat import ApiError
+from rag.api import openai_compat as oa
+from rag.api.openai_compat import ApiError
+from rag.types import RagError
 
 logger = logging.getLogger(__name__)
 

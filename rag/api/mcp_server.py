@@ -20,8 +20,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import Resource
 
-from ..types import RagError
-from .openai_compat import error_body
+from rag.api.openai_compat import error_body
+from rag.types import RagError
 
 logger = logging.getLogger(__name__)
 

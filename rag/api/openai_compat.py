@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..types import Answer, Citation
+from rag.types import Answer, Citation
 
 # The answer modes, offered as models.
 MODEL_MODES: dict[str, str] = {

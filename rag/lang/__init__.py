@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..types import RagError
+from rag.types import RagError
 
 LANG_DIR = Path(__file__).resolve().parent
 

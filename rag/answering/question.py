@@ -11,11 +11,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import lang as lang_packs
-from .evidence import asked_types, asks_across_articles, is_calendar_word
-from .lang import PERSON
-from .terms import QUESTION_WORDS, STOPWORDS, Term, Token, content_terms, name_token_keys, tokens
-from .text import normalize, words
+from rag import lang as lang_packs
+from rag.answering.evidence import asked_types, asks_across_articles, is_calendar_word
+from rag.lang import PERSON
+from rag.lang.terms import (
+    QUESTION_WORDS,
+    STOPWORDS,
+    Term,
+    Token,
+    content_terms,
+    name_token_keys,
+    tokens,
+)
+from rag.lang.text import normalize, words
 
 _HAS_CONTENT = re.compile(r"[^\W_]", re.UNICODE)  # a letter or a digit
 # Punctuation that ends a sentence or a clause inside a question.
@@ -99,7 +107,7 @@ def _names(question: str, toks: list[Token]) -> list[Name]:
     """Runs of capitalised words that are not a sentence's first word, a function or question
     word, or a month/weekday; a run followed by an article word ("the Serbian article") names
     the source, not something the articles must mention."""
-    from .terms import unify
+    from rag.lang.terms import unify
 
     text = unify(question)
     starts = _sentence_starts(text, toks)
@@ -134,7 +142,7 @@ def _counted(question: str, toks: list[Token], terms: list[Term]) -> list[Term]:
     trigger = next((i for i, t in enumerate(toks) if t.norm in count_words), None)
     if trigger is None:
         return []
-    from .terms import unify
+    from rag.lang.terms import unify
 
     text = unify(question)
     end = next((i for i in range(trigger + 1, len(toks))

@@ -7,7 +7,7 @@ longer line up and entity fragments could be cut in half).
 
 Chips are plain links `<a class="cite-chip" href="#cite-T-N">`: Gradio's Chatbot sanitizer
 keeps `class` and `href` but drops `data-*` attributes, so the reference travels in the href.
-A page script (rag/ui.py) turns a click on such a link into a "open this source" event.
+A page script (rag/app/ui.py) turns a click on such a link into a "open this source" event.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .language import NAMES as LANGUAGE_NAMES
-from .types import Answer, Citation, Retrieved
+from rag.lang.detect import NAMES as LANGUAGE_NAMES
+from rag.types import Answer, Citation, Retrieved
 
 # One document as pipeline.document() returns it: (DocInfo, full text, kept spans).
 DocText = tuple[Any, str, Sequence[tuple[int, int]]]

@@ -2,7 +2,7 @@
 
 Three choices, each measured on the seed questions (benchmarks/results/retrieval.md):
 
-* BM25 compares words by a script-neutral key (`rag.text.bm25_tokens`): most questions are
+* BM25 compares words by a script-neutral key (`rag.lang.text.bm25_tokens`): most questions are
   about an article in another language or alphabet, and the lexical evidence that crosses that
   gap is names, numbers and shared Slavic roots. With raw words, BM25 only ever matched the
   articles written in the question's own language and made the hybrid worse than dense alone.
@@ -37,10 +37,10 @@ import numpy as np
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from .embed import Embedder
-from .store import ChromaStore
-from .text import BM25_PREFIX, bm25_tokens
-from .types import Chunk, RagError, Retrieved
+from rag.embed import Embedder
+from rag.lang.text import BM25_PREFIX, bm25_tokens
+from rag.store import ChromaStore
+from rag.types import Chunk, RagError, Retrieved
 
 logger = logging.getLogger(__name__)
 

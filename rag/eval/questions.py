@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.metrics import normalize_text
+from rag.eval.metrics import normalize_text
 from rag.types import RagError
 
 _FIELDS = ("id", "lang", "question", "sources", "facts", "evidence", "answerable")

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import lang as lang_packs
-from . import language
-from .text import sentence_spans
-from .types import Document
+from rag import lang as lang_packs
+from rag.lang import detect as language
+from rag.lang.text import sentence_spans
+from rag.types import Document
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def rejected_files(path: Path) -> list[Skipped]:
 
 def scan(path: Path) -> list[tuple[Path, str | None]]:
     """Every candidate file under `path` with the reason it is rejected (None: an article)."""
-    from .types import RagError
+    from rag.types import RagError
 
     if path.is_symlink():
         raise RagError(f"{path} is a symbolic link: give the real file or folder")

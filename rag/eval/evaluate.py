@@ -1,6 +1,6 @@
 """Evaluation: per-question scores, summaries, thresholds and `run_eval`.
 
-The question set lives in `rag.questions`, the metric functions in `rag.metrics` (both
+The question set lives in `rag.eval.questions`, the metric functions in `rag.eval.metrics` (both
 re-exported here).
 
 Every metric returns `None` when it does not apply to a question (no expected sources, no evidence
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from rag.metrics import (  # noqa: F401 - re-exported: evaluate is the public entry point
+from rag.eval.metrics import (  # noqa: F401 - re-exported: evaluate is the public entry point
     SourceTexts,
     answer_language_match,
     as_dict,
@@ -47,7 +47,7 @@ from rag.metrics import (  # noqa: F401 - re-exported: evaluate is the public en
     refusal_accuracy,
     tokens_per_second,
 )
-from rag.questions import Question, load_questions  # noqa: F401 - re-exported
+from rag.eval.questions import Question, load_questions  # noqa: F401 - re-exported
 from rag.types import Answer, RagError, Retrieved
 
 logger = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def check_thresholds(
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """Short commit of the code under evaluation, with '+dirty' when files were changed."""
-    cwd = Path(cwd) if cwd else Path(__file__).resolve().parent.parent
+    cwd = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -423,7 +423,7 @@ def _run_pipeline(
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The summary as an aligned text table for the terminal (what `rag eval` prints)."""
-    from rag import report
+    from rag.eval import report
 
     return report.text_summary(summary)
 
@@ -470,7 +470,7 @@ def run_eval(
     answer cites nothing. `source_texts` (file name -> text) makes citation support check quotes
     against the files at their offsets rather than against the retrieved chunks.
     """
-    from rag import report  # report imports this module, so import it only when needed
+    from rag.eval import report  # report imports this module, so import it only when needed
 
     check_k(k)
     if not questions:

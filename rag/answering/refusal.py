@@ -3,7 +3,7 @@
 Two checks are hard, because no score can outweigh them:
 1. **names**: every name of several words the question asks about ("Xi Jinping", "Steve
    Bannon") has its head word (the surname) in the retrieved passages, in any script (spelling
-   keys and consonant skeletons, `rag.terms`), or, when enabled, a capitalised word there whose
+   keys and consonant skeletons, `rag.lang.terms`), or, when enabled, a capitalised word there whose
    multilingual e5 vector is close to its own (`NameMatcher`; measured: it matches wrong names
    as often as right ones, so it is off unless `name_similarity` <= 1). A missing one-word
    name (often an exonym or adjective: Germany/Німеччина) is a feature of the score instead;
@@ -32,16 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import Embedder
-from .evidence import QUANTITY, Selection, is_calendar_word, is_number, satisfies
-from .lang import PERSON
-from .question import QuestionAnalysis
-from .terms import STOPWORDS, Term, name_keys, stems, term_set, tokens
-from .types import Evidence
+from rag.answering.evidence import QUANTITY, Selection, is_calendar_word, is_number, satisfies
+from rag.answering.question import QuestionAnalysis
+from rag.embed import Embedder
+from rag.lang import PERSON
+from rag.lang.terms import STOPWORDS, Term, name_keys, stems, term_set, tokens
+from rag.types import Evidence
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = Path(__file__).resolve().parent / "data" / "refusal.json"
+MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "refusal.json"
 FEATURES = ("best_dense", "coverage", "best_lexical", "missing_words")
 # How many of the most relevant sentences may hold the asked-for kind of answer (as many as the
 # evidence a prompt gets).

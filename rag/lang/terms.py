@@ -2,11 +2,13 @@
 
 A question in English about a Bulgarian article shares few letters with it. What spelling can
 bridge is names, numbers and shared (Slavic or international) roots: one spelling key per word,
-built on the script-neutral key that BM25 uses (`rag.text.latin_key`), plus the English spellings
+built on the script-neutral key that BM25 uses (`rag.lang.text.latin_key`), plus the English
+spellings
 of the same sounds, so that Зеленський/Zelensky, Харків/Kharkiv and Кирби/Kirby meet (`fold`,
 `stems`), and a consonant skeleton for capitalised words, so that Кърби/Kirby and Харков/Kharkiv
 meet (`name_keys`). There is no topic lexicon: concepts that are spelled differently in each
-language (weapon/оръжие) are left to the multilingual embedder (`rag.evidence`, `rag.refusal`).
+language (weapon/оръжие) are left to the multilingual embedder (`rag.answering.evidence`,
+`rag.answering.refusal`).
 Only closed-class words (function and question words) are listed, per language, in rag/lang/.
 """
 
@@ -18,8 +20,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import lang as lang_packs
-from .text import BM25_STOPWORDS, latin_key
+from rag import lang as lang_packs
+from rag.lang.text import BM25_STOPWORDS, latin_key
 
 # --------------------------------------------------------------------------------------------
 # Tokens
@@ -62,7 +64,7 @@ _VOWELS = re.compile(r"[aeiou]")
 _NUMBER = re.compile(r"^\d+([.,]\d+)?$")
 
 # Prefix length for stems: Slavic inflection changes endings (Русия/Русија/Русије); 5 folded
-# characters keep most roots apart while conflating those forms (as BM25_PREFIX in rag.text).
+# characters keep most roots apart while conflating those forms (as BM25_PREFIX in rag.lang.text).
 STEM_CHARS = 5
 
 

@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from . import lang as lang_packs
+from rag import lang as lang_packs
 
 logger = logging.getLogger(__name__)
 

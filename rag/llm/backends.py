@@ -2,7 +2,8 @@
 
 Backends are llama-index LLM classes (Ollama, OpenAILike, LlamaCPP); every library or network
 failure is turned into a `RagError` whose message tells the user what to do. The llama-index
-modules are imported only when a backend is built, so `import rag.llm` stays cheap for the UI and
+modules are imported only when a backend is built, so `import rag.llm.backends` stays cheap for the
+UI and
 for tests that only need `ScriptedChatModel`.
 """
 
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rag.gguf import MODEL_FILE as DEFAULT_GGUF_FILE
+from rag.llm.gguf import MODEL_FILE as DEFAULT_GGUF_FILE
 from rag.types import Backend, RagError
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ class LlamaCppChatModel(_ThreadUsage):
     """A GGUF file run in-process by llama-cpp-python (optional extra, imported on first use).
 
     Without a model path (argument or settings.llamacpp_model_path) it runs the GGUF shipped by
-    the `llamacpp` extra, assembled into the cache dir on first load (see rag.gguf).
+    the `llamacpp` extra, assembled into the cache dir on first load (see rag.llm.gguf).
     """
 
     def __init__(self, settings: Settings, model_path: str | Path | None = None) -> None:
@@ -341,7 +342,7 @@ class LlamaCppChatModel(_ThreadUsage):
         if self._llm is not None:
             return self._llm
         if self.path is None:
-            from rag.gguf import default_model_path
+            from rag.llm.gguf import default_model_path
 
             # Raises a RagError naming the extra to install when the part packages are missing.
             self.path = default_model_path()

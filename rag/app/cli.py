@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .settings import Settings, cache_dir, corpus_index_dir, load_settings
-from .types import RagError
+from rag.settings import Settings, cache_dir, corpus_index_dir, load_settings
+from rag.types import RagError
 
 
 def _progress_bar(desc: str):
@@ -56,7 +56,7 @@ def _yield_cpu(settings: Settings) -> None:
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace, *, need_llm: bool = False):
-    from .pipeline import build_pipeline
+    from rag.pipeline import build_pipeline
 
     model = getattr(args, "model", None)
     if not need_llm:
@@ -65,7 +65,7 @@ def _pipeline(settings: Settings, args: argparse.Namespace, *, need_llm: bool = 
 
 
 def _read_questions(path: Path) -> list[dict]:
-    from .evaluate import load_questions
+    from rag.eval.evaluate import load_questions
 
     return [q.__dict__ if hasattr(q, "__dict__") else dict(q) for q in load_questions(path)]
 
@@ -148,7 +148,7 @@ def _warm_for(pipe, settings, questions: int) -> None:
     (as the app does at start-up) when that is less work than embedding them question by
     question, i.e. when the index holds fewer passages than the questions will look at
     (vectors already in the sentence cache cost nothing either way)."""
-    from .answer import RETRIEVE_FACTOR
+    from rag.answering.answer import RETRIEVE_FACTOR
 
     looked_at = questions * settings.top_k * RETRIEVE_FACTOR
     passages = pipe.store.count()
@@ -202,7 +202,7 @@ def _print_sources(answer) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from . import evaluate
+    from rag.eval import evaluate
 
     mins = evaluate.parse_min(args.min or [])
     corpus = Path(args.corpus).resolve() if args.corpus else None
@@ -229,7 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pipe.ensure_index(progress=_progress_bar("indexing"))
     baseline = None
     if args.baseline:
-        from .baseline import NaivePipeline
+        from rag.eval.baseline import NaivePipeline
 
         baseline = NaivePipeline(settings, pipe.embedder, chat_model=pipe.chat_model,
                                  data_dir=settings.data_dir)
@@ -257,7 +257,7 @@ def _ready_pipeline(args: argparse.Namespace, **extra):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .api.http import serve
+    from rag.api.http import serve
 
     settings, pipe = _ready_pipeline(args, host=args.host, port=args.port)
     print(f"OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
@@ -269,7 +269,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     try:
-        from .api import mcp_server
+        from rag.api import mcp_server
     except ImportError as e:
         raise RagError(f"The MCP server needs the mcp package ({e}): pip install -e '.[mcp]'") \
             from e

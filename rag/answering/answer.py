@@ -4,7 +4,8 @@
 the UI, the CLI, the benchmarks and the tests all run the same code:
 
 - `generate`: the LLM writes a short answer from numbered evidence, streamed; afterwards every
-  claim's citation is verified (rag.cite) and the final text carries only markers that hold.
+  claim's citation is verified (rag.answering.cite) and the final text carries only markers that
+  hold.
 - `extractive`: no model writes anything; the answer is the best evidence sentences, verbatim,
   each with its [n], under a lead-in in the question's language — or the refusal text when the
   evidence does not answer the question.
@@ -23,15 +24,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from . import cite, language, prompts, refusal
-from . import lang as lang_packs
-from .embed import Embedder
-from .evidence import EvidenceSelector, Selection, as_evidence, needs_context, satisfies
-from .llm import ChatModel, complete
-from .question import analyse, has_content, refers_back
-from .terms import Term, name_keys, term_set
-from .text import words
-from .types import Answer, Backend, Chunk, Citation, Evidence, RagError, Retrieved, Timings
+from rag import lang as lang_packs
+from rag.answering import cite, prompts, refusal
+from rag.answering.evidence import (
+    EvidenceSelector,
+    Selection,
+    as_evidence,
+    needs_context,
+    satisfies,
+)
+from rag.answering.question import analyse, has_content, refers_back
+from rag.embed import Embedder
+from rag.lang import detect as language
+from rag.lang.terms import Term, name_keys, term_set
+from rag.lang.text import words
+from rag.llm.backends import ChatModel, complete
+from rag.types import Answer, Backend, Chunk, Citation, Evidence, RagError, Retrieved, Timings
 
 logger = logging.getLogger(__name__)
 

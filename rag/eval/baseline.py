@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .embed import Embedder, as_llama_index
-from .ingest import list_files
-from .text import line_number, line_starts
-from .types import Answer, Backend, Chunk, Citation, Retrieved, Timings
+from rag.embed import Embedder, as_llama_index
+from rag.indexing.ingest import list_files
+from rag.lang.text import line_number, line_starts
+from rag.types import Answer, Backend, Chunk, Citation, Retrieved, Timings
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class NaivePipeline:
                      lines=(c.line_start, c.line_end), quote=c.text, support=1.0)
             for i, c in enumerate(nodes)
         )
-        from . import language
+        from rag.lang import detect as language
 
         return Answer(
             question=question, answer=text, language=language.detect(text)[0] if text else "en",

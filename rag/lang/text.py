@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from . import lang as lang_packs
+from rag import lang as lang_packs
 
 # Lower/upper case letters of the scripts in the corpus (Latin incl. Serbian diacritics, Cyrillic
 # incl. Macedonian, Serbian and Ukrainian letters).

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.metrics import lower_is_better, metric_names
+from rag.eval.metrics import lower_is_better, metric_names
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ compared with the sentence it cites, by e5 similarity and by shared terms (numbe
 A claim whose citation does not hold is re-attributed to the evidence sentence that supports it,
 or left uncited and reported in `unsupported_claims`.
 
-Whether extractive evidence answers the question at all is decided in `rag.refusal`.
+Whether extractive evidence answers the question at all is decided in `rag.answering.refusal`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import lang as lang_packs
-from .embed import Embedder
-from .prompts import LANGUAGES, phrase
-from .terms import Term, fold, spelling_keys, spelling_terms
-from .text import normalize, sentence_spans, words
-from .types import Citation, Evidence
+from rag import lang as lang_packs
+from rag.answering.prompts import LANGUAGES, phrase
+from rag.embed import Embedder
+from rag.lang.terms import Term, fold, spelling_keys, spelling_terms
+from rag.lang.text import normalize, sentence_spans, words
+from rag.types import Citation, Evidence
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Gradio chat: streamed answers, clickable citation chips, a Sources panel and a viewer.
 
 The UI only calls the pipeline (stream / ask / document / documents / index); all markup comes
-from `rag.ui_render`, whose functions escape every piece of article and user text.
+from `rag.app.ui_render`, whose functions escape every piece of article and user text.
 
 How a chip opens a source: answer chips and the panel's links are `<a href="#cite-T-N">` (T = the
 answer's turn in this chat, N = the citation number; `#chunk-T-R` for an uncited retrieved
@@ -24,12 +24,12 @@ from typing import Any
 
 import gradio as gr
 
-from . import ui_render as R
-from .indexer import RateMeter
-from .ingest import EXTENSIONS
-from .pipeline import PipelineProtocol, safe_name, size_label
-from .settings import Settings
-from .types import Answer, RagError
+from rag.app import ui_render as R
+from rag.indexing.indexer import RateMeter
+from rag.indexing.ingest import EXTENSIONS
+from rag.pipeline import PipelineProtocol, safe_name, size_label
+from rag.settings import Settings
+from rag.types import Answer, RagError
 
 logger = logging.getLogger(__name__)
 
@@ -567,7 +567,7 @@ def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
     if settings.auth_user and settings.auth_password:
         auth = (settings.auth_user, settings.auth_password)
     demo.queue(default_concurrency_limit=settings.concurrency_limit)
-    from .api.http import api_routes
+    from rag.api.http import api_routes
 
     logger.info("serving the chat UI at http://%s:%d (OpenAI-compatible API at /v1)",
                 settings.host, settings.port)

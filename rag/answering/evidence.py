@@ -6,8 +6,8 @@ question with the multilingual e5 embedder plus a lexical signal that works acro
 scripts, and the best few become numbered `Evidence`, with a neighbouring sentence attached when
 the sentence cannot stand on its own, and near-duplicates from other articles dropped.
 
-Terms (what counts as the same word across languages and scripts) come from `rag.terms`; the
-question is analysed once (`rag.question.QuestionAnalysis`) and the analysis is passed in.
+Terms (what counts as the same word across languages and scripts) come from `rag.lang.terms`; the
+question is analysed once (`rag.answering.question.QuestionAnalysis`) and the analysis is passed in.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import lang as lang_packs
-from .embed import Embedder
-from .lang import AGE, DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
-from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older callers)
+from rag import lang as lang_packs
+from rag.embed import Embedder
+from rag.lang import AGE, DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
+from rag.lang.terms import (  # noqa: F401  (fold, stem, stems: re-exported for older callers)
     STEM_CHARS,
     Term,
     content_terms,
@@ -38,11 +38,11 @@ from .terms import (  # noqa: F401  (fold, stem, stems: re-exported for older ca
     term_set,
     tokens,
 )
-from .text import STOPWORDS, normalize, sentence_spans, words
-from .types import Chunk, Evidence, Retrieved, Sentence
+from rag.lang.text import STOPWORDS, normalize, sentence_spans, words
+from rag.types import Chunk, Evidence, Retrieved, Sentence
 
 if TYPE_CHECKING:
-    from .question import QuestionAnalysis
+    from rag.answering.question import QuestionAnalysis
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class _LRU:
 # Weights of the sentence score (see EvidenceSelector.rank), fitted leave one topic out by
 # benchmarks/fit_evidence.py (the command and its report are in the file). e5-small cosines of a
 # question and its candidate sentences spread over ~0.05, so the weights are on that scale.
-WEIGHTS_FILE = Path(__file__).resolve().parent / "data" / "evidence.json"
+WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "data" / "evidence.json"
 WEIGHT_NAMES = ("lexical_weight", "rank_weight", "type_weight", "person_weight")
 
 
@@ -384,7 +384,7 @@ class EvidenceSelector:
         todo = [s for s in sentences if self._sentences.get((s.chunk_id, s.start)) is None]
         for i in range(0, len(todo), batch):
             self.sentence_vectors(todo[i : i + batch])
-        # The lexical keys of each sentence are cached too (rag.terms): compute them now.
+        # The lexical keys of each sentence are cached too (rag.lang.terms): compute them now.
         for s in sentences:
             term_set(s.text, s.language or None)
         return len(todo)

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .chunking import chunk_document
-from .embed import Embedder
-from .ingest import Skipped, content_hash, read_documents, scan, source_key
-from .store import ChromaStore
-from .types import IndexReport
+from rag.embed import Embedder
+from rag.indexing.chunking import chunk_document
+from rag.indexing.ingest import Skipped, content_hash, read_documents, scan, source_key
+from rag.store import ChromaStore
+from rag.types import IndexReport
 
 logger = logging.getLogger(__name__)
 

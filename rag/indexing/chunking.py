@@ -12,8 +12,8 @@ import hashlib
 import logging
 from functools import cache
 
-from .text import line_number, line_starts, split_sentences
-from .types import Chunk, Document
+from rag.lang.text import line_number, line_starts, split_sentences
+from rag.types import Chunk, Document
 
 logger = logging.getLogger(__name__)
 

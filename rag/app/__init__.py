@@ -1,0 +1,1 @@
+"""The user-facing programs: the `rag` command and the Gradio chat."""

@@ -1,0 +1,2 @@
+"""Evaluation: question sets, metrics, `rag eval` runs, reports, and the naive llama-index
+baseline."""

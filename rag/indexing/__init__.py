@@ -1,0 +1,1 @@
+"""Indexing: reading articles (clean text, exact spans), chunking, and the incremental indexer."""

@@ -1,0 +1,1 @@
+"""Chat-model backends (Ollama, OpenAI-compatible, llama.cpp) and the packaged GGUF."""
