@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     auth_user: str | None = None
     auth_password: str | None = None
     max_upload_bytes: int = 1_000_000
+    # Example questions the chat offers: a JSON file {"questions": [...]} about the indexed
+    # articles (examples.json holds the seeds'); missing or unreadable, the chat shows none.
+    examples_file: Path | None = Path("examples.json")
     # `rag index` / `rag add` lower their CPU priority by this much (0: not at all): beside a
     # running server on 2 cores, a 300 KB `rag add` at equal priority took half the CPU and
     # doubled every answer's latency. Alone, a niced process still gets every idle cycle.

@@ -10,25 +10,25 @@ import pytest
 
 from rag.answering import evidence as evidence_module
 from rag.answering.evidence import (
+    EvidenceSelector,
+    lexical_scores,
+    load_weights,
+    needs_context,
+    split_sentences,
+)
+from rag.answering.kinds import (
     AGE,
     DATE,
     MONEY,
     QUANTITY,
     TIME,
     YEAR,
-    EvidenceSelector,
     asked_types,
     asks_across_articles,
-    content_terms,
-    lexical_scores,
-    load_weights,
-    needs_context,
     person_score,
     satisfies,
-    split_sentences,
-    stems,
-    term_set,
 )
+from rag.lang.terms import content_terms, stems, term_set
 from rag.types import Chunk, Retrieved
 
 try:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rag import lang
-from rag.answering.evidence import asked_types
+from rag.answering.kinds import asked_types
 from rag.lang import detect as language
 from rag.types import RagError
 

@@ -298,3 +298,19 @@ def test_half_configured_login_or_open_bind_refuses_to_start(monkeypatch):
     check_serving(load_settings(host="0.0.0.0"), insecure=True)
     check_serving(load_settings(host="0.0.0.0", auth_user="me", auth_password="pw"))
     check_serving(load_settings())
+
+
+def test_example_questions_are_data_beside_the_corpus(tmp_path, caplog):
+    from rag.app.ui import load_examples
+
+    shipped = load_examples(Path(__file__).resolve().parent.parent / "examples.json")
+    assert len(shipped) >= 3 and all(q.endswith("?") for q in shipped)
+    assert load_examples(tmp_path / "missing.json") == []
+    assert load_examples(None) == []
+    good = tmp_path / "mine.json"
+    good.write_text('{"questions": ["When did the vote take place?", "  "]}', encoding="utf-8")
+    assert load_examples(good) == ["When did the vote take place?"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('["not", "an", "object"]', encoding="utf-8")
+    assert load_examples(bad) == []
+    assert "bad.json" in caplog.text

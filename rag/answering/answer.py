@@ -26,13 +26,8 @@ from typing import Any, Literal, Protocol
 
 from rag import lang as lang_packs
 from rag.answering import cite, prompts, refusal
-from rag.answering.evidence import (
-    EvidenceSelector,
-    Selection,
-    as_evidence,
-    needs_context,
-    satisfies,
-)
+from rag.answering.evidence import EvidenceSelector, Selection, as_evidence, needs_context
+from rag.answering.kinds import satisfies
 from rag.answering.question import analyse, has_content, refers_back
 from rag.embed import Embedder
 from rag.lang import detect as language
@@ -483,13 +478,13 @@ def pick_extractive(selection: Selection, max_sentences: int,
     asked-for kind of answer, e.g. a number for "how many", or the asked-about role), then the
     next best while they score close to it and fit the length budget. With `only` (the
     sentences naming the asked-about role), a further sentence must be one of them (or answer
-    another part of the question): "Russia's ambassador to North Korea" is not answered by
-    North Korea's ambassador.
+    another part of the question): "France's ambassador to Poland" is not answered by Poland's
+    ambassador.
 
     Another article's sentence must score at least as high as the best one (a wrong file cited
-    costs precision), except for questions about the articles themselves ("Which articles cite
-    John Kirby?"): there each other article's best sentence that holds a key term of the
-    question (one that only some of the articles mention, such as "Kirby") is quoted too."""
+    costs precision), except for questions about the articles themselves ("Which articles quote
+    Jean Dupont?"): there each other article's best sentence that holds a key term of the
+    question (one that only some of the articles mention, such as "Dupont") is quoted too."""
     evidence = list(selection.evidence)
     if not evidence:
         return []
@@ -513,7 +508,7 @@ def pick_extractive(selection: Selection, max_sentences: int,
             if ev.sentence.source in {s.sentence.source for s in shown} or not fits(ev):
                 continue
             lang = ev.sentence.language or None
-            # A key name ("Kirby") must be there; otherwise any key term will do.
+            # A key name ("Dupont") must be there; otherwise any key term will do.
             if (all(not n.isdisjoint(name_keys(_text(ev), lang)) for n in names) if names
                     else any(t.found_in(term_set(_text(ev), lang)) for t in keys)):
                 shown.append(ev)
@@ -556,8 +551,8 @@ def key_terms(selection: Selection) -> tuple[list[Term], list[frozenset[str]]]:
     # A name is rarer than a word: any name that some but not all articles mention is key.
     key_names = [n for n in asked
                  if 0 < sum(not n.isdisjoint(k) for k in names.values()) < len(names)]
-    # A word of a name is judged with its name: "Jong" of "Kim Jong Un" is spelled differently
-    # in every language, but Kim is in all the articles.
+    # A word of a name is judged with its name: "Jae" of "Moon Jae-in" is spelled differently
+    # in every language, but Moon is in all the articles.
     keys = [t for t in selection.terms
             if 0 < sum(t.found_in(k) for k in terms.values()) <= half
             and all(t.keys.isdisjoint(n) for n in asked)]

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from rag import lang as lang_packs
-from rag.answering.evidence import asked_types, asks_across_articles, is_calendar_word
+from rag.answering.kinds import asked_types, asks_across_articles, is_calendar_word
 from rag.lang import PERSON
 from rag.lang.terms import (
     QUESTION_WORDS,
@@ -39,7 +39,7 @@ class Name:
     keys: frozenset[str]  # keys of every word of the run
     words: tuple[str, ...]  # the case-folded words of the run that carry the name
     # Keys of the run's last word: the surname or head noun ("Гутерреш" of "Антоніу Гутерреш",
-    # "Korean" of "North Korean"), which must be there for the name to be.
+    # "Irish" of "Northern Irish"), which must be there for the name to be.
     head: frozenset[str] = frozenset()
     size: int = 1  # words in the run, short ones included ("Си Дзинпин" is two)
 
@@ -72,7 +72,7 @@ def has_content(question: str) -> bool:
 def refers_back(question: str, lang: str | None = None) -> bool:
     """Whether a follow-up needs the conversation to be understood: it uses a pronoun that
     refers back ("When did he arrive?") or starts as an ellipsis ("And when?", "What about
-    Ukraine?"). A new question that merely is short ("Who is Kim Jong Un?") does not."""
+    Ukraine?"). A new question that merely is short ("Who is Angela Merkel?") does not."""
     q = normalize(question)
     langs = [lang] if lang in lang_packs.packs() else None
     rx = lang_packs.pattern("refer_back", langs)
@@ -80,7 +80,7 @@ def refers_back(question: str, lang: str | None = None) -> bool:
         return True
     start = lang_packs.pattern("ellipsis_starts", langs)
     if start is not None and (m := start.match(q)) is not None:
-        # "And when?" — an ellipsis start; "And who is Kim Jong Un?" is one too, but only short
+        # "And when?" — an ellipsis start; "And who is Angela Merkel?" is one too, but only short
         # questions lean on the previous one.
         return len(words(q)) <= 4 or m.end() == len(q.rstrip("?!. "))
     # A question of only question words and function words ("Why?", "Кога?") asks about the

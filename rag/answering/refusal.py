@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.answering.evidence import QUANTITY, Selection, is_calendar_word, is_number, satisfies
+from rag.answering.evidence import Selection
+from rag.answering.kinds import QUANTITY, is_calendar_word, is_number, satisfies
 from rag.answering.question import QuestionAnalysis
 from rag.embed import Embedder
 from rag.lang import PERSON

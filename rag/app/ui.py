@@ -13,6 +13,7 @@ documents. No file path ever comes from the browser.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -33,14 +34,24 @@ from rag.types import Answer, RagError
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES = [
-    "What weapons did North Korea allegedly send to Russia?",
-    "Колко артилерийски снаряда е изпратила Северна Корея на Русия?",
-    "Koliko balističkih raketa je Severna Koreja ispalila ove godine?",
-    "Кога Путин и Ким Чен Ин се сретнаа на космодромот Восточни?",
-    "Яку зброю КНДР постачає Росії?",
-    "What did Kim Jong Un and Sergei Shoigu discuss?",
-]
+
+
+def load_examples(path: Path | None) -> list[str]:
+    """The example questions of `settings.examples_file`: they are about one corpus (the seeds'
+    ship in examples.json), so they are data beside it, not part of the chat. A missing or
+    malformed file only costs the examples (with a warning saying which file and why)."""
+    if path is None or not Path(path).exists():
+        return []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        questions = data["questions"]
+        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+            raise ValueError('"questions" must be a list of strings')
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("example questions not shown: %s is not {\"questions\": [...]} (%s)",
+                       path, e)
+        return []
+    return [q.strip() for q in questions if q.strip()]
 
 MODES = ["auto", "generate", "extractive"]
 VIEWER_HINT = "Article viewer: click a [n] chip, or pick an article above, to read it here."
@@ -439,9 +450,11 @@ def build_ui(pipeline: Any, settings: Settings, upload_dir: Path | None = None) 
                                     info="auto: written answer when the LLM is reachable, "
                                     "otherwise the articles' own sentences",
                                     elem_id="mode", scale=4)
+                samples = load_examples(settings.examples_file)
                 examples = gr.Dataset(components=[gr.Textbox(visible=False)],
-                                      samples=[[q] for q in EXAMPLES], label="Examples",
-                                      elem_id="examples", type="values")
+                                      samples=[[q] for q in samples] or [[""]],
+                                      label="Examples", elem_id="examples", type="values",
+                                      visible=bool(samples))
                 with gr.Accordion("Add an article", open=False, elem_id="add-article"):
                     upload = gr.File(
                         label=f"A .txt or .md file, UTF-8, at most "
