@@ -6,6 +6,7 @@ retrieved passages as
     e5 cosine + lexical_weight × term match + rank_weight × passage prior
               + type_weight × holds the asked-for kind of answer
               + person_weight × names someone the question does not ("who ...?")
+              + context_weight × stands in a context passage beside a hit, not in the hit
 
 The extractive answer quotes the best sentence and a few close ones, so what matters is whether
 the sentence that states the fact comes first (gold@1) or among the first three (gold@3). A
@@ -56,6 +57,7 @@ GRID = {
     "rank_weight": [0.04, 0.1, 0.15, 0.2, 0.3],
     "type_weight": [0.0, 0.03, 0.08, 0.12, 0.16, 0.24],
     "person_weight": [0.0, 0.04, 0.08, 0.12, 0.16, 0.24],
+    "context_weight": [0.0, -0.03, -0.06, -0.1, -0.2],
 }
 
 
@@ -65,7 +67,7 @@ class Case:
 
     topic: str
     id: str
-    signals: np.ndarray  # rows: dense, lexical, prior, typed, person
+    signals: np.ndarray  # rows: dense, lexical, prior, typed, person, context
     gold: np.ndarray  # bool per row
 
 
@@ -90,15 +92,14 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
         gold = np.array([is_gold(c.sentence.text, phrases, q.facts) for c in sel.ranked])
         if not gold.any():
             continue  # retrieval missed it: no weight can help
-        signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person]
+        signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person, c.context]
                             for c in sel.ranked])
         out.append(Case(topic.name, q.id, signals, gold))
     return out
 
 
 def score(cases: Sequence[Case], params: dict[str, float]) -> dict[str, float]:
-    w = np.array([1.0, params["lexical_weight"], params["rank_weight"], params["type_weight"],
-                  params["person_weight"]])
+    w = np.array([1.0, *(params[n] for n in evidence.WEIGHT_NAMES)])
     at1 = at3 = 0
     for c in cases:
         order = np.argsort(-(c.signals @ w), kind="stable")

@@ -107,28 +107,36 @@ class CachedRetriever:
         return self.results[question][: k or None]
 
 
+def _chunk(c: Chunk) -> dict:
+    return {"id": c.id, "source": c.source, "text": c.text, "start": c.start, "end": c.end,
+            "line_start": c.line_start, "line_end": c.line_end, "title": c.title,
+            "language": c.language, "ordinal": c.ordinal}
+
+
 def _dump(r: Retrieved) -> dict:
-    c = r.chunk
-    return {"rank": r.rank, "score": r.score, "also": list(r.also), "chunk": {
-        "id": c.id, "source": c.source, "text": c.text, "start": c.start, "end": c.end,
-        "line_start": c.line_start, "line_end": c.line_end, "title": c.title,
-        "language": c.language}}
+    return {"rank": r.rank, "score": r.score, "also": list(r.also), "chunk": _chunk(r.chunk),
+            "context": [_chunk(c) for c in r.context]}
 
 
 def _load(d: dict) -> Retrieved:
     return Retrieved(chunk=Chunk(**d["chunk"]), rank=d["rank"], score=d["score"],
-                     also=tuple(d.get("also", ())))
+                     also=tuple(d.get("also", ())),
+                     context=tuple(Chunk(**c) for c in d.get("context", ())))
 
 
 def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list[Retrieved]]:
-    path = cache / f"{topic.name}.retrieved.json"
-    if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("k") == k and set(data["results"]) >= {q.question for q in topic.questions}:
-            return {q: [_load(r) for r in rs] for q, rs in data["results"].items()}
+    """The top k passages (with their context passages, as settings.context_chunks says) of
+    every question of the topic, from the cache when it was made with the same k and context."""
     from rag.pipeline import build_pipeline
     from rag.settings import load_settings
 
+    context_chunks = load_settings().context_chunks
+    path = cache / f"{topic.name}.retrieved.json"
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if (data.get("k") == k and data.get("context_chunks") == context_chunks
+                and set(data["results"]) >= {q.question for q in topic.questions}):
+            return {q: [_load(r) for r in rs] for q, rs in data["results"].items()}
     index_dir = topic.index_dir or cache / f"index-{topic.name}"
     settings = load_settings(index_dir=index_dir, data_dir=topic.corpus, mode="extractive")
     pipe = build_pipeline(settings, embedder=embedder)
@@ -141,7 +149,8 @@ def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list
     log.warning("%s: retrieved %d questions in %.1f s", topic.name, len(results),
                 time.perf_counter() - t0)
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"k": k, "results": {q: [_dump(r) for r in rs]
+    path.write_text(json.dumps({"k": k, "context_chunks": context_chunks,
+                                "results": {q: [_dump(r) for r in rs]
                                                     for q, rs in results.items()}},
                                ensure_ascii=False), encoding="utf-8")
     return results

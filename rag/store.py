@@ -549,6 +549,27 @@ class ChromaStore:
         }
         return [by_id[i] for i in ids if i in by_id]
 
+    def neighbours(self, chunks: Sequence[Chunk], span: int = 1) -> dict[str, tuple[Chunk, ...]]:
+        """For each chunk, the chunks up to `span` places before and after it in its article
+        (by ordinal), in file order; one read for all of them."""
+        if span < 1 or not chunks:
+            return {}
+        clauses = [{"$and": [{"source": {"$eq": c.source}},
+                             {"ordinal": {"$in": [c.ordinal + d for d in range(-span, span + 1)
+                                                  if d and c.ordinal + d >= 0]}}]}
+                   for c in chunks]
+        where = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        col = self._collection(create=False)
+        got = self._call(lambda: col.get(where=where, include=["documents", "metadatas"]))
+        found = [_chunk(cid, t, m) for cid, t, m in
+                 zip(got["ids"], got["documents"], got["metadatas"], strict=True)]
+        out: dict[str, tuple[Chunk, ...]] = {}
+        for c in chunks:
+            near = [x for x in found if x.source == c.source and x.id != c.id
+                    and 0 < abs(x.ordinal - c.ordinal) <= span]
+            out[c.id] = tuple(sorted(near, key=lambda x: x.start))
+        return out
+
     def query(self, vector: np.ndarray, n: int) -> list[tuple[Chunk, float]]:
         """Nearest chunks by cosine similarity (1 - distance), best first."""
         col = self._collection(create=False)

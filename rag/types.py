@@ -59,10 +59,22 @@ class Retrieved:
     # Other articles that carry the same passage (a wire story copied by several outlets):
     # collapsed into this hit so that copies do not crowd the top k, kept as extra sources.
     also: tuple[str, ...] = ()
+    # The passages just before and after it in its article (file order), read with it as
+    # context: the sentence that answers is often next to the one that matched.
+    context: tuple[Chunk, ...] = ()
 
     @property
     def sources(self) -> tuple[str, ...]:
         return (self.chunk.source, *self.also)
+
+    @property
+    def window(self) -> tuple[Chunk, ...]:
+        """The passage and its context, in file order."""
+        return tuple(sorted((self.chunk, *self.context), key=lambda c: c.start))
+
+    @property
+    def window_text(self) -> str:
+        return " ".join(c.text for c in self.window)
 
     def to_json(self) -> dict[str, Any]:
         c = self.chunk
@@ -78,6 +90,9 @@ class Retrieved:
             "text": c.text,
             "title": c.title,
             "language": c.language,
+            "context": [{"chunk_id": x.id, "start": x.start, "end": x.end,
+                         "lines": [x.line_start, x.line_end], "text": x.text}
+                        for x in self.context],
         }
 
 

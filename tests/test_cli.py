@@ -14,7 +14,7 @@ from rag.app import cli
 from tests.conftest import ROOT, HashEmbedder
 
 RETRIEVED_KEYS = {"rank", "score", "source", "also", "chunk_id", "start", "end", "lines", "text",
-                  "title", "language"}
+                  "title", "language", "context"}
 
 
 @pytest.fixture
@@ -64,13 +64,19 @@ def test_index_reports_skipped_files(run, seeds_copy):
     assert "bad.txt" in err and "UTF-8" in err
 
 
-def test_retrieve_json_contract(run, seeds_copy):
+def test_retrieve_json_contract(run, seeds_copy, monkeypatch):
+    monkeypatch.setenv("RAG_CONTEXT_CHUNKS", "1")
     run("index", str(seeds_copy))
     code, out, _ = run("retrieve", "Ашот Мкртичев санкції", "-k", "3", "--json")
     row = json.loads(out)
     assert code == 0 and set(row) == {"question", "retrieved", "retrieve_ms"}
     assert len(row["retrieved"]) == 3 and set(row["retrieved"][0]) == RETRIEVED_KEYS
     assert row["retrieved"][0]["source"] == "002_a6ed56d92cdbdb72.txt"
+    # The top hits carry the passages beside them in their article as context.
+    top = row["retrieved"][0]
+    assert top["context"] and all(set(c) == {"chunk_id", "start", "end", "lines", "text"}
+                                  for c in top["context"])
+    assert all(c["end"] <= top["start"] or c["start"] >= top["end"] for c in top["context"])
 
 
 def test_retrieve_batch_prints_one_line_per_question(run, seeds_copy, tiny_questions):

@@ -347,6 +347,19 @@ def test_score_question_retrieval_only():
     assert "fact_recall" not in s  # no answer, no answer metrics
 
 
+def test_a_phrase_in_a_hits_context_counts_and_a_context_quote_is_supported():
+    hit = {**_hit(1, "a.txt", "the meeting opened", "a#1"), "start": 100,
+           "context": [{"chunk_id": "a#2", "start": 200, "end": 220, "lines": [3, 3],
+                        "text": "alpha is the answer"}]}
+    s = score_question(Q_MULTI, {"retrieved": [hit]}, k=1)
+    assert s["evidence@1"] == 1.0  # "alpha is" stands in the context passage
+    record = {"answer": "Alpha [1].", "language": "en", "insufficient_context": False,
+              "citations": [_cit(1, "a.txt", "alpha is", 0, "a#2")], "retrieved": [hit]}
+    assert score_question(Q_MULTI, record, k=1)["citation_support"] == 1.0
+    without = {**hit, "context": []}
+    assert score_question(Q_MULTI, {"retrieved": [without]}, k=1)["evidence@1"] == 0.0
+
+
 def test_score_question_answer_record():
     record = {
         "answer": "Alpha and beta [1]. More [2] and [9].",

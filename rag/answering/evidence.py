@@ -60,8 +60,7 @@ def split_sentences(retrieved: Sequence[Retrieved]) -> list[Sentence]:
     """
     out: list[Sentence] = []
     seen: set[tuple[str, int]] = set()
-    for r in retrieved:
-        c = r.chunk
+    for c in (c for r in retrieved for c in r.window):
         for a, b in sentence_spans(c.text):
             key = (c.source, c.start + a)
             if key in seen:  # overlapping chunks
@@ -106,6 +105,7 @@ class Scored:
     prior: float = 0.0  # retrieval prior of the sentence's passage (1 = first passage)
     typed: float = 0.0  # share of the asked-for kinds of answer (a number, a date) it holds
     person: float = 0.0  # names someone the question does not ("who ...?" only; person_score)
+    context: float = 0.0  # 1 for a sentence of a context passage (beside a hit), 0 for a hit's
     # The score without the answer-kind terms (typed, person): how well the sentence matches the
     # question. Refusal asks whether a *relevant* sentence holds the asked-for kind of answer;
     # the ranking's own bonus for holding it must not answer that.
@@ -156,7 +156,8 @@ class _LRU:
 # benchmarks/fit_evidence.py (the command and its report are in the file). e5-small cosines of a
 # question and its candidate sentences spread over ~0.05, so the weights are on that scale.
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "data" / "evidence.json"
-WEIGHT_NAMES = ("lexical_weight", "rank_weight", "type_weight", "person_weight")
+WEIGHT_NAMES = ("lexical_weight", "rank_weight", "type_weight", "person_weight",
+                "context_weight")
 
 
 def load_weights(path: Path = WEIGHTS_FILE) -> dict[str, float]:
@@ -172,6 +173,7 @@ LEXICAL_WEIGHT = _WEIGHTS["lexical_weight"]
 RANK_WEIGHT = _WEIGHTS["rank_weight"]
 TYPE_WEIGHT = _WEIGHTS["type_weight"]
 PERSON_WEIGHT = _WEIGHTS["person_weight"]
+CONTEXT_WEIGHT = _WEIGHTS["context_weight"]
 
 
 class EvidenceSelector:
@@ -189,6 +191,7 @@ class EvidenceSelector:
         rank_weight: float = RANK_WEIGHT,
         type_weight: float = TYPE_WEIGHT,
         person_weight: float = PERSON_WEIGHT,
+        context_weight: float = CONTEXT_WEIGHT,
         dedupe_similarity: float = 0.95,
         cache_size: int = 20_000,
     ):
@@ -197,6 +200,7 @@ class EvidenceSelector:
         self.rank_weight = rank_weight
         self.type_weight = type_weight
         self.person_weight = person_weight
+        self.context_weight = context_weight
         self.dedupe_similarity = dedupe_similarity
         self._sentences = _LRU(cache_size)
         self._queries = _LRU(256)
@@ -245,7 +249,8 @@ class EvidenceSelector:
 
         score = e5 cosine + lexical_weight × term match + rank_weight × passage prior
                 + type_weight × holds the asked-for kind of answer
-                + person_weight × names someone new (for "who ...?").
+                + person_weight × names someone new (for "who ...?")
+                + context_weight × comes from a context passage rather than a hit.
         """
         sentences = split_sentences(retrieved)
         terms = analysis.terms if analysis is not None else tuple(content_terms(question, lang))
@@ -260,7 +265,11 @@ class EvidenceSelector:
         lexical = lexical_scores(terms, texts, [s.language or None for s in sentences])
         # The retriever ranks the right passage first far more often than sentence similarity
         # alone picks the right sentence: its rank is a prior (1 for the first passage).
-        ranks = {r.chunk.id: r.rank for r in retrieved}
+        # A context passage takes its hit's rank (the best one, when it is near several hits).
+        ranks: dict[str, int] = {}
+        for r in retrieved:
+            for c in r.window:
+                ranks[c.id] = min(ranks.get(c.id, r.rank), r.rank)
         depth = max(ranks.values())
         prior = [1.0 - (ranks[s.chunk_id] - 1) / depth for s in sentences]
         # "How many ...?" is answered by a sentence with a number, "when?" by one with a date.
@@ -270,20 +279,24 @@ class EvidenceSelector:
         wants_person = analysis.wants_person if analysis is not None else False
         keys = analysis.question_keys if analysis is not None else frozenset()
         person = [person_score(s.text, keys) if wants_person else 0.0 for s in sentences]
+        hits = {r.chunk.id for r in retrieved}
+        context = [0.0 if s.chunk_id in hits else 1.0 for s in sentences]
         scored = [
-            Scored(s, float(d), float(x), self.combine(float(d), float(x), p, ty, pe), i,
-                   float(p), float(ty), pe, self.combine(float(d), float(x), p, 0.0, 0.0))
-            for i, (s, d, x, p, ty, pe) in enumerate(
-                zip(sentences, dense, lexical, prior, typed, person, strict=True))
+            Scored(s, float(d), float(x), self.combine(float(d), float(x), p, ty, pe, cx), i,
+                   float(p), float(ty), pe, cx,
+                   self.combine(float(d), float(x), p, 0.0, 0.0, cx))
+            for i, (s, d, x, p, ty, pe, cx) in enumerate(
+                zip(sentences, dense, lexical, prior, typed, person, context, strict=True))
         ]
         ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
         return Selection(question, terms, ranked, (), tuple(sentences), qv, lang, analysis)
 
     def combine(self, dense: float, lexical: float, prior: float, typed: float,
-                person: float) -> float:
+                person: float, context: float = 0.0) -> float:
         """The ranking score of one sentence from its signals."""
         return (dense + self.lexical_weight * lexical + self.rank_weight * prior
-                + self.type_weight * typed + self.person_weight * person)
+                + self.type_weight * typed + self.person_weight * person
+                + self.context_weight * context)
 
     def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6,
                lang: str | None = None, analysis: QuestionAnalysis | None = None) -> Selection:

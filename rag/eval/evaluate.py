@@ -84,7 +84,7 @@ def score_question(
     check_k(k)
     retrieved = sorted(record.get("retrieved") or [], key=lambda r: r.get("rank") or 0)
     sources = [[r.get("source", ""), *(r.get("also") or [])] for r in retrieved]
-    texts = [r.get("text", "") for r in retrieved]
+    texts = [_window_text(r) for r in retrieved]
     expected = question.sources if question.answerable else ()
     s: dict[str, float | None] = {"hit@1": hit_at_k(sources, expected, 1)}
     s[f"hit@{k}"] = hit_at_k(sources, expected, k)
@@ -102,7 +102,8 @@ def score_question(
         if source_texts is not None:
             support = citation_support(cits, source_texts, check_offsets=True)
         else:
-            chunks = {r.get("chunk_id"): r.get("text", "") for r in retrieved}
+            chunks = {c.get("chunk_id"): c.get("text", "") for r in retrieved
+                      for c in (r, *(r.get("context") or []))}
             support = citation_support(cits, chunks, key="chunk_id")
         s["fact_recall"] = fact_recall(answer, question.facts) if question.answerable else None
         s["citation_validity"] = citation_validity(answer, {c.get("n") for c in cits})
@@ -311,9 +312,15 @@ def peak_rss_mb() -> float | None:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def _window_text(retrieved: Mapping[str, Any]) -> str:
+    """A retrieved passage's text with its context passages, in file order."""
+    parts = [retrieved, *(retrieved.get("context") or [])]
+    return " ".join(p.get("text", "") for p in sorted(parts, key=lambda p: p.get("start") or 0))
+
+
 def _evidence_texts(record: Mapping[str, Any]) -> list[str]:
     quotes = [c.get("quote", "") for c in record.get("citations") or [] if c.get("quote")]
-    return quotes or [r.get("text", "") for r in record.get("retrieved") or []]
+    return quotes or [_window_text(r) for r in record.get("retrieved") or []]
 
 
 def _run_one(

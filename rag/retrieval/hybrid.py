@@ -20,6 +20,7 @@ model, so they are rebuilt only when the collection (or the way they are compute
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -597,8 +598,11 @@ class HybridRetriever:
     def __init__(self, store: ChromaStore, embedder: Embedder, *, top_k: int = 5,
                  candidates: int = 20, bm25_dir: Path | None = None, use_bm25: bool = True,
                  dense_weight: float = 1.0, bm25_weight: float = 1.0, rrf_k: float = 60.0,
-                 hub_penalty: float = 0.5, dup_overlap: float = 0.6, per_source: int = 0):
+                 hub_penalty: float = 0.5, dup_overlap: float = 0.6, per_source: int = 0,
+                 context_chunks: int = 0):
         self.store = store
+        # Passages on each side of each of the first top_k hits, read with it as context.
+        self.context_chunks = context_chunks
         self.dup_overlap = dup_overlap
         self.per_source = per_source
         self.embedder = embedder
@@ -687,8 +691,19 @@ class HybridRetriever:
             [(node_to_chunk(h.node), float(h.score or 0.0), h.node.metadata) for h in fused],
             k, overlap=self.dup_overlap, per_source=self.per_source,
         )
+        if self.context_chunks and out:
+            out = with_context(self.store, out, self.top_k, self.context_chunks)
         logger.debug("retrieved %d in %.1f ms", len(out), (time.perf_counter() - t0) * 1000)
         return out
+
+
+def with_context(store: ChromaStore, hits: list[Retrieved], first: int,
+                 span: int) -> list[Retrieved]:
+    """The hits, the first `first` of them with up to `span` neighbouring passages of their
+    article on each side as context (small-to-big: match on a short passage, read a window)."""
+    near = store.neighbours([h.chunk for h in hits[:first]], span)
+    return [dataclasses.replace(h, context=near.get(h.chunk.id, ())) if i < first else h
+            for i, h in enumerate(hits)]
 
 
 # --------------------------------------------------------------------------------------------
