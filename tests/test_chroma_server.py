@@ -108,7 +108,8 @@ def test_server_stopped_mid_session_is_an_outage_not_a_missing_article(
                              bm25_weight=1.0)
         pipe = build_pipeline(s, embedder=hash_embedder)
         total = pipe.index().total_chunks
-        answer = pipe.ask("Колко артилерийски снаряда?", mode="extractive")
+        answer = pipe.ask("Колко артилерийски снаряда е изпратила Северна Корея на Русия?",
+                          mode="extractive")
         source = answer.citations[0].source
         stop_chroma(proc)
         with pytest.raises(RagError, match="cannot be reached"):
