@@ -41,10 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fit_refusal import (  # noqa: E402
-    CachedRetriever,
-    default_topics,
-    parse_topic,
-    retrieved_for,
+    add_topic_arguments,
+    replay_answerers,
 )
 
 from rag.answering import answer as answer_module  # noqa: E402
@@ -154,27 +152,17 @@ def markdown(report: dict, argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--topics")
-    ap.add_argument("--topic", action="append", default=[])
-    ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache")
+    add_topic_arguments(ap)
     ap.add_argument("--write", action="store_true",
                     help="write rag/data/evidence.json fitted on all the topics given")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evidence.md")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from rag.embed import build_embedder
-    from rag.settings import load_settings
-
-    settings = load_settings(mode="extractive")
-    embedder = build_embedder(settings)
-    topics = default_topics(args.topics.split(",") if args.topics else None)
-    topics += [parse_topic(s) for s in args.topic]
-    k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    replays = replay_answerers(args)
+    topics = [t for t, _ in replays]
     cases: list[Case] = []
-    for t in topics:
-        answerer = Answerer(CachedRetriever(retrieved_for(t, args.cache, embedder, k)),
-                            embedder, settings, None)
+    for t, answerer in replays:
         cases += cases_for(t, answerer)
 
     current = evidence.load_weights()

@@ -24,11 +24,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fit_refusal import (  # noqa: E402
-    CachedRetriever,
-    default_topics,
+    add_topic_arguments,
     gold_sources,
-    parse_topic,
-    retrieved_for,
+    replay_answerers,
 )
 
 from rag.answering import answer as answer_module  # noqa: E402
@@ -85,24 +83,14 @@ def score(cases: Sequence[dict], params: dict) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--topics")
-    ap.add_argument("--topic", action="append", default=[])
-    ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache")
+    add_topic_arguments(ap)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from rag.embed import build_embedder
-    from rag.settings import load_settings
-
-    settings = load_settings(mode="extractive")
-    embedder = build_embedder(settings)
-    topics = default_topics(args.topics.split(",") if args.topics else None)
-    topics += [parse_topic(s) for s in args.topic]
-    k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    replays = replay_answerers(args)
+    topics = [t for t, _ in replays]
     cases: list[dict] = []
-    for t in topics:
-        answerer = Answerer(CachedRetriever(retrieved_for(t, args.cache, embedder, k)),
-                            embedder, settings, None)
+    for t, answerer in replays:
         cases += cases_for(t, answerer)
     current = {k: getattr(answer_module, k) for k in GRID}
     grid = [dict(zip(GRID, vals, strict=True)) for vals in itertools.product(*GRID.values())]

@@ -97,6 +97,31 @@ def parse_topic(spec: str) -> Topic:
     return Topic(name, corpus, questions, index if index.exists() else None)
 
 
+def add_topic_arguments(ap: argparse.ArgumentParser) -> None:
+    """The topic options every fitting benchmark takes."""
+    ap.add_argument("--topics", help="comma-separated topic names (default: every topic with "
+                                     "an index)")
+    ap.add_argument("--topic", action="append", default=[],
+                    help="NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR] (repeatable)")
+    ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache",
+                    help="where each topic's retrieval is cached")
+
+
+def replay_answerers(args: argparse.Namespace) -> list[tuple[Topic, Answerer]]:
+    """One extractive answerer per topic of `args`, answering from the topic's cached
+    retrieval (retrieved once, then cached)."""
+    from rag.embed import build_embedder
+    from rag.settings import load_settings
+
+    settings = load_settings(mode="extractive")
+    embedder = build_embedder(settings)
+    topics = default_topics(args.topics.split(",") if args.topics else None)
+    topics += [parse_topic(s) for s in args.topic]
+    k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    return [(t, Answerer(CachedRetriever(retrieved_for(t, args.cache, embedder, k)), embedder,
+                         settings, None)) for t in topics]
+
+
 class CachedRetriever:
     """Serves the cached retrieval results of the questions (by text)."""
 
@@ -307,11 +332,7 @@ def _without_json(args: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--topics", help="comma-separated topic names (default: every topic with "
-                                     "an index)")
-    ap.add_argument("--topic", action="append", default=[],
-                    help="NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR] (repeatable)")
-    ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache")
+    add_topic_arguments(ap)
     ap.add_argument("--write", action="store_true",
                     help="write rag/data/refusal.json fitted on all the topics given")
     ap.add_argument("--json", type=Path, help="also write the report as JSON here")
@@ -321,18 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from rag.embed import build_embedder
-    from rag.settings import load_settings
-
-    settings = load_settings(mode="extractive")
-    embedder = build_embedder(settings)
-    topics = default_topics(args.topics.split(",") if args.topics else None)
-    topics += [parse_topic(s) for s in args.topic]
-    k = settings.top_k * answer_module.RETRIEVE_FACTOR
+    replays = replay_answerers(args)
+    topics = [t for t, _ in replays]
     rows: list[Row] = []
-    for t in topics:
-        cached = retrieved_for(t, args.cache, embedder, k)
-        answerer = Answerer(CachedRetriever(cached), embedder, settings, None)
+    for t, answerer in replays:
         if args.name_similarity is not None:
             answerer.refusal_model = replace(answerer.refusal_model,
                                              name_similarity=args.name_similarity)
