@@ -282,9 +282,10 @@ class EvidenceSelector:
         hits = {r.chunk.id for r in retrieved}
         context = [0.0 if s.chunk_id in hits else 1.0 for s in sentences]
         scored = [
-            Scored(s, float(d), float(x), self.combine(float(d), float(x), p, ty, pe, cx), i,
-                   float(p), float(ty), pe, cx,
-                   self.combine(float(d), float(x), p, 0.0, 0.0, cx))
+            Scored(sentence=s, dense=float(d), lexical=float(x),
+                   score=self.combine(float(d), float(x), p, ty, pe, cx), index=i, prior=p,
+                   typed=ty, person=pe, context=cx,
+                   relevance=self.combine(float(d), float(x), p, 0.0, 0.0, cx))
             for i, (s, d, x, p, ty, pe, cx) in enumerate(
                 zip(sentences, dense, lexical, prior, typed, person, context, strict=True))
         ]
