@@ -23,11 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fit_refusal import (  # noqa: E402
-    add_topic_arguments,
-    gold_sources,
-    replay_answerers,
-)
+from answer_tally import gold_sources  # noqa: E402
+from fit_refusal import add_topic_arguments, replay_answerers  # noqa: E402
 
 from rag.answering import answer as answer_module  # noqa: E402
 from rag.answering import refusal  # noqa: E402

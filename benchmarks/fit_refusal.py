@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from answer_tally import tally  # noqa: E402
+
 from rag.answering import answer as answer_module  # noqa: E402
 from rag.answering import refusal  # noqa: E402
 from rag.answering.answer import Answerer  # noqa: E402
@@ -43,12 +45,6 @@ from rag.eval.evaluate import Question, citation_precision, fact_recall, load_qu
 from rag.types import Chunk, Retrieved  # noqa: E402
 
 log = logging.getLogger("benchmarks.fit_refusal")
-
-
-def gold_sources(sources: Sequence[str]) -> list[str]:
-    """The question's sources as citations name them: paths relative to the corpus (and, for
-    retrieval cached before documents were keyed by path, their bare file names)."""
-    return [*sources, *(Path(x).name for x in sources)]
 
 
 @dataclass
@@ -253,26 +249,8 @@ def probabilities(model: refusal.RefusalModel, rows: Sequence[Row]) -> list[floa
 
 
 def scores(rows: Sequence[Row], model: refusal.RefusalModel) -> dict[str, float]:
-    fr, cp = [], []
-    tp = fn = fp = tn = 0
-    for r in rows:
-        refused = r.hard or model.probability(r.features) < model.threshold
-        if r.question.answerable:
-            fr.append(0.0 if refused else (fact_recall(r.answer, r.question.facts) or 0.0))
-            if not refused:
-                p = citation_precision(r.cited, gold_sources(r.question.sources))
-                if p is not None:
-                    cp.append(p)
-            fp += refused
-            tn += not refused
-        else:
-            tp += refused
-            fn += not refused
-    nan = float("nan")
-    return {"n": len(rows), "fact_recall": sum(fr) / len(fr) if fr else nan,
-            "citation_precision": sum(cp) / len(cp) if cp else nan,
-            "refusal_accuracy": tp / (tp + fn) if tp + fn else nan,
-            "false_refusal_rate": fp / (fp + tn) if fp + tn else nan}
+    return tally(((r.question, r.hard or model.probability(r.features) < model.threshold,
+                   r.answer, r.cited) for r in rows), fact_recall, citation_precision)
 
 
 def objective(m: dict[str, float]) -> float:

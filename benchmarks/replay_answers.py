@@ -10,11 +10,16 @@ checkout's. Citation precision compares file names (the sets give paths in the t
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from answer_tally import tally  # noqa: E402  (imports no rag: works against any release)
 
 
 class CachedRetriever:
@@ -25,45 +30,41 @@ class CachedRetriever:
         return self.results[question][: k or None]
 
 
+def _module(*names: str):
+    """The first of these modules the `rag` on PYTHONPATH has: releases before the packages
+    by job kept every module at the top (rag.answer, rag.metrics, rag.questions)."""
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise SystemExit(f"none of {', '.join(names)} is importable: is a rag checkout on PYTHONPATH?")
+
+
 def main(topics: list[str]) -> None:
-    from rag.answering.answer import Answerer
+    Answerer = _module("rag.answering.answer", "rag.answer").Answerer
+    metrics = _module("rag.eval.metrics", "rag.metrics")
+    load_questions = _module("rag.eval.questions", "rag.questions").load_questions
     from rag.embed import build_embedder
-    from rag.eval.metrics import citation_precision, fact_recall
-    from rag.eval.questions import load_questions
     from rag.settings import load_settings
     from rag.types import Chunk, Retrieved
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fit_refusal import gold_sources
-
+    fields = {f.name for f in dataclasses.fields(Chunk)}  # an older Chunk may have fewer
     settings = load_settings(mode="extractive")
     embedder = build_embedder(settings)
     for t in topics:
         data = json.loads((ROOT / "index" / "fit-cache" / f"{t}.retrieved.json").read_text())
-        results = {q: [Retrieved(chunk=Chunk(**r["chunk"]), rank=r["rank"], score=r["score"])
-                       for r in rs] for q, rs in data["results"].items()}
+        results = {q: [Retrieved(chunk=Chunk(**{k: v for k, v in r["chunk"].items()
+                                                 if k in fields}),
+                                 rank=r["rank"], score=r["score"]) for r in rs]
+                   for q, rs in data["results"].items()}
         answerer = Answerer(CachedRetriever(results), embedder, settings, None)
-        fr, cp = [], []
-        tp = fn = fp = tn = 0
+        answers = []
         for q in load_questions(ROOT / "eval" / "questions" / f"{t}.jsonl"):
             a = answerer.ask(q.question, mode="extractive")
-            refused = a.insufficient_context
-            if q.answerable:
-                fr.append(0.0 if refused else (fact_recall(a.answer, q.facts) or 0.0))
-                if not refused:
-                    p = citation_precision([c.source for c in a.citations],
-                                           gold_sources(q.sources))
-                    if p is not None:
-                        cp.append(p)
-                fp += refused
-                tn += not refused
-            else:
-                tp += refused
-                fn += not refused
-        row = {"n": len(fr) + tp + fn, "fact_recall": sum(fr) / len(fr),
-               "citation_precision": sum(cp) / len(cp) if cp else None,
-               "refusal_accuracy": tp / (tp + fn) if tp + fn else None,
-               "false_refusal_rate": fp / (fp + tn)}
+            answers.append((q, a.insufficient_context, a.answer,
+                            [c.source for c in a.citations]))
+        row = tally(answers, metrics.fact_recall, metrics.citation_precision)
         print(t, json.dumps({k: round(v, 3) if isinstance(v, float) else v
                              for k, v in row.items()}), flush=True)
 
