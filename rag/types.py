@@ -72,10 +72,6 @@ class Retrieved:
         """The passage and its context, in file order."""
         return tuple(sorted((self.chunk, *self.context), key=lambda c: c.start))
 
-    @property
-    def window_text(self) -> str:
-        return " ".join(c.text for c in self.window)
-
     def to_json(self) -> dict[str, Any]:
         c = self.chunk
         return {

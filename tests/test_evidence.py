@@ -370,5 +370,18 @@ def test_the_fitted_weights_file_is_checked(tmp_path):
     assert set(load_weights()) == set(evidence_module.WEIGHT_NAMES)
     bad = tmp_path / "evidence.json"
     bad.write_text('{"lexical_weight": 0.1, "rank_weight": "high"}', encoding="utf-8")
-    with pytest.raises(ValueError, match="rank_weight"):
+    with pytest.raises(ValueError, match="rank_weight.*fit_evidence.py --write"):
         load_weights(bad)
+
+
+def test_a_context_sentence_ranks_below_an_equal_hit_sentence_by_its_weight():
+    hit = chunk("Пхенян получи танкове.", 1)
+    beside = chunk("Пхенян получи самолети.", 2)
+    retrieved = [Retrieved(chunk=hit, rank=1, score=1.0, context=(beside,))]
+    flat = EvidenceSelector(Flat(), lexical_weight=0.0, context_weight=0.0)
+    ranked = flat.rank("Какво получи Пхенян?", retrieved).ranked
+    assert {c.context for c in ranked} == {0.0, 1.0}  # the context passage is read
+    assert ranked[0].score == ranked[1].score  # same rank prior: they tie
+    penalised = EvidenceSelector(Flat(), lexical_weight=0.0, context_weight=-0.05)
+    ranked = penalised.rank("Какво получи Пхенян?", retrieved).ranked
+    assert ranked[0].sentence.text == hit.text and ranked[0].score > ranked[1].score

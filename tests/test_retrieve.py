@@ -537,7 +537,7 @@ def test_the_top_hits_carry_their_context_and_evidence_reads_it(store, hash_embe
     top = hits[0]
     assert top.chunk.ordinal == 1 and [c.ordinal for c in top.context] == [0, 2]
     assert all(not h.context for h in hits[1:])  # only the first top_k hits
-    assert "40 new cranes" in top.window_text
+    assert "40 new cranes" in " ".join(c.text for c in top.window)
     sentences = split_sentences(hits)
     assert "The board approved 40 new cranes." in [s.text for s in sentences]
     # A context sentence takes its hit's rank: the number sentence can be chosen first.

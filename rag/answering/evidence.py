@@ -164,7 +164,9 @@ def load_weights(path: Path = WEIGHTS_FILE) -> dict[str, float]:
     data = json.loads(path.read_text(encoding="utf-8"))
     missing = [n for n in WEIGHT_NAMES if not isinstance(data.get(n), int | float)]
     if missing:
-        raise ValueError(f"{path}: missing or non-numeric weights {missing}")
+        raise ValueError(f"{path}: missing or non-numeric weights {missing}; restore the file "
+                         "(git checkout) or refit it with python benchmarks/fit_evidence.py "
+                         "--write")
     return {n: float(data[n]) for n in WEIGHT_NAMES}
 
 

@@ -164,9 +164,10 @@ def _warm_for(pipe, settings, questions: int) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     pipe = _pipeline(settings, args, need_llm=settings.mode != "extractive")
+    questions = list(_questions(args))  # a bad question file fails before any answer
     if args.questions:
-        _warm_for(pipe, settings, len(_read_questions(Path(args.questions))))
-    for rid, question in _questions(args):
+        _warm_for(pipe, settings, len(questions))
+    for rid, question in questions:
         if args.json:
             answer = pipe.ask(question, mode=args.mode)
             row = answer.to_json()
