@@ -317,7 +317,7 @@ def _decision(answerer: Answerer, retriever, settings, question: str):
     """The extractive refusal decision for a question, as Answerer.ask takes it."""
     lang = language.detect_question(question, answerer.article_languages)[0]
     k = settings.top_k * answer_module.RETRIEVE_FACTOR
-    analysis = answer_module.analyse(question, lang)
+    analysis = answerer.analyse(question, lang)
     sel = answerer.selector.select(question, retriever.retrieve(question, k),
                                    k=answer_module.PROMPT_EVIDENCE, lang=lang, analysis=analysis)
     decision = refusal.decide(sel, analysis, model=answerer.refusal_model,

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fit_refusal import (  # noqa: E402
     add_topic_arguments,
+    analysis_of,
     replay_answerers,
 )
 
@@ -83,7 +84,7 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
         if not q.answerable:
             continue
         lang = answerer.ask(q.question, mode="extractive").language
-        analysis = answer_module.analyse(q.question, lang)
+        analysis = analysis_of(answerer, q.question, lang)
         sel = answerer.selector.rank(q.question, answerer.retriever.retrieve(q.question, k),
                                      lang=lang, analysis=analysis)
         phrases = [normalize_text(e) for e in q.evidence]

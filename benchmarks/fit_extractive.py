@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from answer_tally import gold_sources  # noqa: E402
-from fit_refusal import add_topic_arguments, replay_answerers  # noqa: E402
+from fit_refusal import add_topic_arguments, analysis_of, replay_answerers  # noqa: E402
 
 from rag.answering import answer as answer_module  # noqa: E402
 from rag.answering import refusal  # noqa: E402
@@ -46,7 +46,7 @@ def cases_for(topic, answerer: Answerer) -> list[dict]:
         if not q.answerable:
             continue
         lang = answerer.ask(q.question, mode="extractive").language
-        analysis = answer_module.analyse(q.question, lang)
+        analysis = analysis_of(answerer, q.question, lang)
         k = answerer.settings.top_k * answer_module.RETRIEVE_FACTOR
         sel = answerer.selector.select(q.question, answerer.retriever.retrieve(q.question, k),
                                        k=answer_module.PROMPT_EVIDENCE, lang=lang,

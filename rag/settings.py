@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # process does not re-embed the sentences an earlier one already saw. Derived data: it can
     # be deleted at any time and is rebuilt as questions come.
     sentence_cache: bool = True
+    # Bilingual dictionaries (FreeDict's dictd files, Debian's dict-freedict-eng-* packages)
+    # that translate question words into the articles' languages; empty turns them off, and a
+    # folder without them changes nothing.
+    dictionary_dir: str = "/usr/share/dictd"
 
     # --- UI ---------------------------------------------------------------------------------------
     host: str = "127.0.0.1"

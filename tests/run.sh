@@ -16,12 +16,20 @@ pip install -q "torch==2.13.0"
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 pip install -q -e ".[dev,st,llamacpp]"
 
-# Browser tests drive Debian's Chromium (Playwright must not download its own browser).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: Chromium for the browser tests (Playwright must not download its own
+# browser), and FreeDict's bilingual dictionaries, which translate English question words into
+# the articles' languages (rag.lang.dictionary; the product works without them).
+DEBS=""
+command -v chromium >/dev/null 2>&1 || DEBS="chromium"
+[ -e /usr/share/dictd/freedict-eng-bul.index ] || DEBS="$DEBS dict-freedict-eng-bul \
+  dict-freedict-eng-rus dict-freedict-eng-pol dict-freedict-eng-ces dict-freedict-eng-srp"
+if [ -n "$DEBS" ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086 # one word per package
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBS >/dev/null
   else
-    echo "chromium is missing: sudo apt-get install chromium (browser tests will be skipped)" >&2
+    echo "missing Debian packages: sudo apt-get install $DEBS (browser tests and the" \
+         "dictionary tests will be skipped)" >&2
   fi
 fi
 

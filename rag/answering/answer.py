@@ -28,9 +28,10 @@ from rag import lang as lang_packs
 from rag.answering import cite, prompts, refusal
 from rag.answering.evidence import EvidenceSelector, Selection, as_evidence, needs_context
 from rag.answering.kinds import satisfies
-from rag.answering.question import analyse, has_content, refers_back
+from rag.answering.question import QuestionAnalysis, analyse, has_content, refers_back
 from rag.embed import Embedder
 from rag.lang import detect as language
+from rag.lang.dictionary import Dictionaries, shared_dictionaries
 from rag.lang.terms import Term, name_keys, term_set
 from rag.lang.text import words
 from rag.llm.backends import ChatModel, complete
@@ -82,12 +83,17 @@ class Answerer:
 
     def __init__(self, retriever: Retriever, embedder: Embedder, settings: Any,
                  chat_model: ChatModel | None = None, *,
-                 selector: EvidenceSelector | None = None, use_name_vectors: bool = True):
+                 selector: EvidenceSelector | None = None, use_name_vectors: bool = True,
+                 dictionaries: Dictionaries | None = None):
         self.retriever = retriever
         self.embedder = embedder
         self.settings = settings
         self.chat_model = chat_model
         self.selector = selector or EvidenceSelector(embedder)
+        # Translations of question words into the articles' languages (none when no dictionary
+        # is installed; rag.lang.dictionary).
+        self.dictionaries = (dictionaries if dictionaries is not None
+                             else shared_dictionaries(getattr(settings, "dictionary_dir", None)))
         # Spellings of one name across languages (Japan/Япония) are matched by e5 word vectors.
         self.refusal_model = refusal.default_model()
         self.name_matcher = (refusal.NameMatcher(embedder)
@@ -175,9 +181,15 @@ class Answerer:
         embedded are skipped, so calling it again after indexing new articles is cheap.
         Returns how many sentences were embedded."""
         items = list(chunks)
+        self.dictionaries.all()  # read now rather than on the first question
         self.article_languages |= {(c.chunk if isinstance(c, Retrieved) else c).language
                                    for c in items} - {""}
         return self.selector.warm(items)
+
+    def analyse(self, question: str, lang: str) -> QuestionAnalysis:
+        """The question's analysis, with the translations of its words when a dictionary out of
+        its language is installed."""
+        return analyse(question, lang, self.dictionaries.get(lang))
 
     def _rephrase(self, question: str, history: list[dict] | None, t0: float) -> Answer:
         """A question with no letter or digit: ask for words, in the language of the
@@ -296,7 +308,7 @@ class Answerer:
     def _extractive(self, question: str, asked: str, lang: str, retrieved: tuple[Retrieved, ...],
                     standalone: str | None, notes: list[str], t0: float,
                     retrieve_ms: float) -> Answer:
-        analysis = analyse(asked, lang)
+        analysis = self.analyse(asked, lang)
         selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang,
                                          analysis=analysis)
         decision = refusal.decide(selection, analysis, model=self.refusal_model,
@@ -330,7 +342,7 @@ class Answerer:
         model = self.chat_model
         assert model is not None
         selection = self.selector.select(asked, retrieved, k=PROMPT_EVIDENCE, lang=lang,
-                                         analysis=analyse(asked, lang))
+                                         analysis=self.analyse(asked, lang))
         evidence = selection.evidence
         timings = dict(retrieve_ms=retrieve_ms, first_token_ms=None)
         if not evidence:

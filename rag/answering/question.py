@@ -9,11 +9,12 @@ pronouns, months): nothing here names a word of one language.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rag import lang as lang_packs
 from rag.answering.kinds import asked_types, asks_across_articles, is_calendar_word
 from rag.lang import PERSON
+from rag.lang.dictionary import Dictionary
 from rag.lang.terms import (
     QUESTION_WORDS,
     STOPWORDS,
@@ -21,6 +22,7 @@ from rag.lang.terms import (
     Token,
     content_terms,
     name_token_keys,
+    stems,
     tokens,
 )
 from rag.lang.text import normalize, words
@@ -42,6 +44,9 @@ class Name:
     # "Irish" of "Northern Irish"), which must be there for the name to be.
     head: frozenset[str] = frozenset()
     size: int = 1  # words in the run, short ones included ("Си Дзинпин" is two)
+    # A dictionary's translations of the whole run ("United Kingdom" -> "Обединено кралство"),
+    # each as the keys of its words: the name is there when every word of one of them is.
+    translations: tuple[tuple[frozenset[str], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,10 +160,36 @@ def _counted(question: str, toks: list[Token], terms: list[Term]) -> list[Term]:
     return [t for t in terms if trigger < t.position < min(end, stop) and not t.name][:2]
 
 
-def analyse(question: str, language: str) -> QuestionAnalysis:
-    """The analysis of one question (cheap: word lists and regexes only)."""
+def _translated(term: Term, dictionary: Dictionary) -> Term:
+    """The term with the spelling keys of its dictionary translations added."""
+    if term.word.isdigit():
+        return term
+    extra = {k for w in dictionary.words(term.word) for k in stems(w)}
+    return replace(term, keys=term.keys | extra) if extra else term
+
+
+def _translate_name(name: Name, dictionary: Dictionary) -> Name:
+    """A name of several words that is a dictionary headword gets the keys of its translations;
+    a one-word name (or the head of an unknown run: "Northern Irish") its word's."""
+    phrases = dictionary.phrase(name.words) if name.size > 1 else ()
+    if not phrases:
+        head = name.words[-1] if name.words else ""
+        phrases = tuple((w,) for w in sorted(dictionary.words(head)))
+    keys = tuple(tuple(frozenset(stems(w)) for w in p if len(w) >= 3 or w.isdigit())
+                 for p in phrases)
+    return replace(name, translations=tuple(k for k in keys if k))
+
+
+def analyse(question: str, language: str,
+            dictionary: Dictionary | None = None) -> QuestionAnalysis:
+    """The analysis of one question (cheap: word lists, regexes and, when a dictionary out of
+    the question's language is installed, its translations of the question's words)."""
     toks = tokens(question)
     terms = content_terms(question, language, unique=False)
+    names = _names(question, toks)
+    if dictionary is not None:
+        terms = [_translated(t, dictionary) for t in terms]
+        names = [_translate_name(n, dictionary) for n in names]
     unique_terms: list[Term] = []
     seen: set[frozenset[str]] = set()
     for t in terms:
@@ -170,7 +201,7 @@ def analyse(question: str, language: str) -> QuestionAnalysis:
     return QuestionAnalysis(
         text=question,
         language=language,
-        names=tuple(_names(question, toks)),
+        names=tuple(names),
         answer_types=tuple(main),
         all_answer_types=tuple(every),
         wants_person=bool(person and person.search(normalize(question))),

@@ -3,9 +3,11 @@
 Two checks are hard, because no score can outweigh them:
 1. **names**: every name of several words the question asks about ("Xi Jinping", "Steve
    Bannon") has its head word (the surname) in the retrieved passages, in any script (spelling
-   keys and consonant skeletons, `rag.lang.terms`), or, when enabled, a capitalised word there whose
-   multilingual e5 vector is close to its own (`NameMatcher`; measured: it matches wrong names
-   as often as right ones, so it is off unless `name_similarity` <= 1). A missing one-word
+   keys and consonant skeletons, `rag.lang.terms`), or every word of one of its dictionary
+   translations ("United Kingdom" / "Обединеното кралство", `rag.lang.dictionary`), or, when
+   enabled, a capitalised word there whose multilingual e5 vector is close to its own
+   (`NameMatcher`; measured: it matches wrong names as often as right ones, so it is off unless
+   `name_similarity` <= 1). A missing one-word
    name (often an exonym or adjective: Germany/Німеччина) is a feature of the score instead;
 2. **the kind of answer**: the kind asked first ("how many", "when", "what date", "how much did
    it cost", "what range", "who") is held by an evidence sentence: a number (next to the counted
@@ -230,9 +232,12 @@ def _passage_keys(selection: Selection) -> set[str]:
 def missing_names(selection: Selection, analysis: QuestionAnalysis,
                   matcher: NameMatcher | None, similarity: float) -> list[str]:
     """The question's names whose head word (the surname, the last word of the run) no retrieved
-    passage has in any spelling: "Антоніу Гутерреш" is not there because "Антоніу" is."""
+    passage has in any spelling, nor every word of one of their dictionary translations:
+    "Антоніу Гутерреш" is not there because "Антоніу" is; "United Kingdom" is, as "Обединеното
+    кралство"."""
     have = _passage_keys(selection)
-    missing = [n for n in analysis.names if (n.head or n.keys).isdisjoint(have)]
+    missing = [n for n in analysis.names if (n.head or n.keys).isdisjoint(have)
+               and not any(all(not k.isdisjoint(have) for k in t) for t in n.translations)]
     if not missing or matcher is None or similarity > 1.0:
         return [n.text for n in missing]
     candidates = list(dict.fromkeys(w for c in selection.ranked

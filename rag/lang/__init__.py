@@ -2,7 +2,8 @@
 
 Every closed-class word list the answering code needs (function words, question words, the
 cues of each kind of answer, month and weekday names, number words, currencies and units,
-pronouns that refer back, the user-facing refusal and lead-in phrases) lives in `<code>.json`.
+pronouns that refer back, the user-facing refusal and lead-in phrases, the regular inflection
+endings a dictionary lookup strips) lives in `<code>.json`.
 A new language is a new file; no code names a word of a particular language.
 
 Word lists are whitespace-separated strings; cues are lists of phrases. In both, a word that
@@ -37,7 +38,7 @@ _PHRASE_KEYS = ("refusal", "extractive_lead_in", "rephrase")
 _BOILERPLATE_KEYS = ("ui_lines", "related_starts", "see_also", "credit_words")
 _KNOWN = {"code", "name", "lingua", "also_cyrillic", "cyrillic_digraphs", "cyrillic_letters",
           "answer_types", "ellipsis_starts", "refusal_paraphrases", "boilerplate", "phrases",
-          *_WORD_FIELDS}
+          "inflections", *_WORD_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class LanguagePack:
     # Latin -> Cyrillic spelling (digraphs, letters) for a language written in both scripts.
     cyrillic: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] | None = field(
         repr=False, default=None)
+    # Regular inflection endings and what replaces them in the dictionary form ("ies" -> "y"):
+    # how a question word is looked up in a bilingual dictionary (rag.lang.dictionary).
+    inflections: tuple[tuple[str, str], ...] = field(repr=False, default=())
 
     @property
     def answers_in_own_language(self) -> bool:
@@ -106,6 +110,11 @@ def _check(code: str, data: object, path: Path) -> dict:
         raise bad("'phrases' must map phrase names to texts")
     if phrases and set(_PHRASE_KEYS) - set(phrases):
         raise bad(f"'phrases' must have all of {', '.join(_PHRASE_KEYS)} (or be empty)")
+    infl = data.get("inflections", [])
+    if not isinstance(infl, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)
+            and r[0] for r in infl):
+        raise bad("'inflections' must list [ending, replacement] pairs")
     if data.get("also_cyrillic") and not (isinstance(data.get("cyrillic_letters"), dict)
                                           and isinstance(data.get("cyrillic_digraphs"), dict)):
         raise bad("'also_cyrillic' needs 'cyrillic_letters' and 'cyrillic_digraphs'")
@@ -139,6 +148,7 @@ def _load(path: Path) -> LanguagePack:
         cyrillic=((tuple(data["cyrillic_digraphs"].items()),
                    tuple(data["cyrillic_letters"].items()))
                   if data.get("also_cyrillic") else None),
+        inflections=tuple((a.casefold(), b.casefold()) for a, b in data.get("inflections", [])),
     )
 
 

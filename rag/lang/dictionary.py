@@ -1,0 +1,224 @@
+"""Translations of question words from general-purpose bilingual dictionaries (FreeDict).
+
+An English question about a Bulgarian article shares names and international roots with it, but
+not its common nouns: "tanks" is "танкове", "United Kingdom" is "Обединеното кралство". Spelling
+keys (`rag.lang.terms`) cannot bridge that, and a hand-made topic lexicon would only hold for the
+topic it was written on. A maintained, general dictionary does not depend on the topic: Debian
+ships FreeDict's in dictd format (`apt-get install dict-freedict-eng-bul dict-freedict-eng-rus
+dict-freedict-eng-pol dict-freedict-eng-ces dict-freedict-eng-srp`), and this module reads every
+`freedict-<from>-<to>` pair found in a folder (`dictionary_dir`, default /usr/share/dictd).
+
+Without those files nothing changes: questions match by spelling and the multilingual embedder
+alone (and the log says what to install).
+
+The dictd format: `<name>.index` lines are `headword TAB offset TAB length` (offsets in base64
+digits) into `<name>.dict.dz`, a gzip file. An entry's first line is the headword with its
+pronunciation and part of speech; translations follow, numbered by sense, mixed with English
+glosses of the sense in the Cyrillic pairs.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag import lang as lang_packs
+
+logger = logging.getLogger(__name__)
+
+_B64 = {c: i for i, c in enumerate(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+_FILE = re.compile(r"^freedict-([a-z]{3})-([a-z]{3})\.index$")
+# Sense numbering ("1. ", "I.", " 2.  ") and bracketed notes ("(разг.)", "{see also}").
+_NUMBERING = re.compile(r"^\s*(?:[0-9]+|[IVX]+)\.\s*")
+_BRACKETS = re.compile(r"\([^)]*\)|\[[^\]]*\]|\{[^}]*\}|<[^>]*>")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+# Words as rag.lang.terms tokenises text: a hyphen separates (министър-председател is two).
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+# Stress marks in the Cyrillic pairs (кра́лство): not part of the spelling.
+_STRESS = re.compile(r"(?<=[\u0400-\u04ff])[\u0300\u0301]")
+# A translation of more words than this is a gloss or an explanation, not an equivalent.
+MAX_PHRASE_WORDS = 3
+
+
+def _offset(digits: str) -> int:
+    n = 0
+    for c in digits:
+        n = n * 64 + _B64[c]
+    return n
+
+
+def _clean(text: str) -> str:
+    return unicodedata.normalize("NFC", _STRESS.sub("", unicodedata.normalize("NFD", text)))
+
+
+def _translations(entry: str, cyrillic: bool) -> list[tuple[str, ...]]:
+    """The translations of one entry, each as its case-folded words (glosses left out)."""
+    out: list[tuple[str, ...]] = []
+    for line in entry.splitlines()[1:]:
+        line = line.strip()
+        if not line or line.lower().startswith(("see also", "synonym", "antonym", "note")):
+            continue
+        line = _BRACKETS.sub(" ", _NUMBERING.sub("", line))
+        for phrase in re.split(r"[,;]", line):
+            if cyrillic and not _CYRILLIC.search(phrase):
+                continue  # an English gloss of the sense
+            ws = tuple(w.casefold() for w in _WORD.findall(_clean(phrase)))
+            if ws and len(ws) <= MAX_PHRASE_WORDS:
+                out.append(ws)
+    return out
+
+
+@dataclass
+class Dictionary:
+    """Translations out of one language (`source`, a pack code) into every installed target."""
+
+    source: str
+    entries: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)  # headword -> words
+    files: list[str] = field(default_factory=list)
+
+    def add(self, headword: str, translations: Iterable[tuple[str, ...]]) -> None:
+        self.entries.setdefault(" ".join(headword.casefold().split()), set()).update(translations)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _lemmas(self, word: str) -> list[str]:
+        """The word and its dictionary forms by the pack's inflection rules ("tanks" -> "tank",
+        "elected" -> "elect")."""
+        p = lang_packs.pack(self.source)
+        out = [word]
+        for suffix, replacement in p.inflections if p is not None else ():
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                out.append(word[: len(word) - len(suffix)] + replacement)
+        return out
+
+    def words(self, word: str) -> frozenset[str]:
+        """One-word translations of a case-folded word (of any of its dictionary forms)."""
+        out: set[str] = set()
+        for lemma in self._lemmas(word):
+            out.update(t[0] for t in self.entries.get(lemma, ()) if len(t) == 1)
+        out.discard(word)
+        return frozenset(out)
+
+    def phrase(self, words: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """Translations of a phrase of several case-folded words that is a headword itself
+        ("united kingdom", "south china sea"); () when it is not one."""
+        if len(words) < 2:
+            return ()
+        found = self.entries.get(" ".join(words), set())
+        if not found and len(words[-1]) > 3:
+            last = self._lemmas(words[-1])[1:]
+            found = next((self.entries[k] for k in (" ".join([*words[:-1], w]) for w in last)
+                          if k in self.entries), set())
+        return tuple(sorted(found))
+
+
+def _read_pair(index: Path, cyrillic: bool | None, into: Dictionary) -> int:
+    with gzip.open(index.with_name(index.name[: -len(".index")] + ".dict.dz")) as f:
+        data = f.read()
+    rows = []
+    for line in index.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3 or parts[0].startswith("00database") or not parts[0].strip():
+            continue
+        rows.append(parts)
+    if cyrillic is None:
+        # Whether the target is written in Cyrillic (then Latin lines are glosses): by majority.
+        sample = rows[:: max(1, len(rows) // 200)]
+        hits = sum(bool(_CYRILLIC.search(data[_offset(o):_offset(o) + _offset(k)]
+                                         .decode("utf-8", "replace"))) for _, o, k in sample)
+        cyrillic = hits * 2 > len(sample)
+    n = 0
+    for head, o, k in rows:
+        entry = data[_offset(o):_offset(o) + _offset(k)].decode("utf-8", "replace")
+        found = _translations(entry, cyrillic)
+        if found:
+            into.add(head, found)
+            n += 1
+    return n
+
+
+@functools.cache
+def _iso3_to_code() -> dict[str, str]:
+    """ISO 639-3 code -> pack code, through the lingua languages each pack names."""
+    try:
+        import lingua
+    except ImportError:  # pragma: no cover - lingua is a dependency
+        return {}
+    out = {}
+    for p in lang_packs.packs().values():
+        for name in p.lingua:
+            lang = getattr(lingua.Language, name, None)
+            if lang is not None:
+                out[lang.iso_code_639_3.name.lower()] = p.code
+    return out
+
+
+def load(directory: Path | str, sources: Iterable[str] | None = None) -> dict[str, Dictionary]:
+    """Every FreeDict pair in `directory` whose source language has a pack, by source code
+    (only `sources` when given). Missing or unreadable files are skipped with a warning."""
+    directory = Path(directory)
+    codes = _iso3_to_code()
+    wanted = set(sources) if sources is not None else None
+    out: dict[str, Dictionary] = {}
+    if not directory.is_dir():
+        return out
+    t0 = time.perf_counter()
+    for index in sorted(directory.glob("freedict-*-*.index")):
+        m = _FILE.match(index.name)
+        src = codes.get(m.group(1)) if m else None
+        if src is None or (wanted is not None and src not in wanted):
+            continue
+        d = out.setdefault(src, Dictionary(src))
+        try:
+            n = _read_pair(index, None, d)
+        except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile) as e:
+            logger.warning("dictionary %s cannot be read (%s): skipped", index, e)
+            continue
+        d.files.append(f"{index.name[: -len('.index')]} ({n} entries)")
+    out = {k: v for k, v in out.items() if len(v)}
+    if out:
+        logger.info("dictionaries loaded in %.1f s: %s", time.perf_counter() - t0,
+                    "; ".join(f"{k}: {', '.join(v.files)}" for k, v in out.items()))
+    return out
+
+
+class Dictionaries:
+    """The dictionaries of a folder, read on first use (a second or so) and then shared."""
+
+    def __init__(self, directory: Path | str | None):
+        self.directory = Path(directory) if directory else None
+        self._loaded: dict[str, Dictionary] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, language: str) -> Dictionary | None:
+        return self.all().get(language)
+
+    def all(self) -> dict[str, Dictionary]:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = load(self.directory) if self.directory else {}
+                    if self.directory and not self._loaded:
+                        logger.info(
+                            "no FreeDict dictionaries in %s: questions match other languages "
+                            "by spelling and the embedder only (apt-get install "
+                            "dict-freedict-eng-bul dict-freedict-eng-rus dict-freedict-eng-pol "
+                            "dict-freedict-eng-ces dict-freedict-eng-srp)", self.directory)
+        return self._loaded
+
+
+@functools.cache
+def shared_dictionaries(directory: Path | str | None) -> Dictionaries:
+    """One `Dictionaries` per folder for the whole process (each answerer would otherwise read
+    the same files again)."""
+    return Dictionaries(directory)

@@ -1,0 +1,164 @@
+"""Bilingual dictionaries (rag.lang.dictionary): reading FreeDict's dictd files, looking words
+up by their dictionary form, and what translations change in the refusal's name check."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+from pathlib import Path
+
+import pytest
+
+from rag.answering import refusal
+from rag.answering.evidence import EvidenceSelector
+from rag.answering.question import analyse
+from rag.lang import dictionary
+from rag.lang.terms import stems
+from rag.types import Chunk, RagError, Retrieved
+from tests.conftest import HashEmbedder
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _b64(n: int) -> str:
+    out = ""
+    while True:
+        out = _B64[n % 64] + out
+        n //= 64
+        if not n:
+            return out
+
+
+def write_pair(folder: Path, name: str, entries: dict[str, str]) -> None:
+    """A dictd pair as FreeDict ships it: `<name>.index` pointing into gzipped `<name>.dict.dz`."""
+    body = b""
+    index = ["00databaseshort\tA\tB"]
+    for head, text in entries.items():
+        raw = f"{head}\n{text}\n".encode()
+        index.append(f"{head}\t{_b64(len(body))}\t{_b64(len(raw))}")
+        body += raw
+    (folder / f"{name}.dict.dz").write_bytes(gzip.compress(body))
+    (folder / f"{name}.index").write_text("\n".join(index) + "\n", encoding="utf-8")
+
+
+ENG_BUL = {
+    "kingdom": "kingdom /ˈkɪŋdəm/ <n>\n1. кра́лство, кралство\nrealm having as supreme ruler a king",
+    "tank": "tank /tæŋk/ <n>\n1. танк\narmoured fighting vehicle\n2. резервоа́р\nclosed container",
+    "united kingdom": "united kingdom <prop>\nОбединено кралство\ncountry in Western Europe",
+    "prime minister": "prime minister <n>\nминистър-председател, премиер (разг.)\nhead of a "
+                      "government",
+}
+ENG_POL = {"tank": "tank <N>\n 1.  czołg\n 2.  zbiornik", "election": "election <N>\n  wybory"}
+
+
+@pytest.fixture
+def dict_dir(tmp_path):
+    write_pair(tmp_path, "freedict-eng-bul", ENG_BUL)
+    write_pair(tmp_path, "freedict-eng-pol", ENG_POL)
+    return tmp_path
+
+
+def test_reads_every_pair_out_of_a_language(dict_dir):
+    found = dictionary.load(dict_dir)
+    assert set(found) == {"en"}
+    en = found["en"]
+    # Both pairs, sense numbers and stress marks gone, glosses and notes left out.
+    assert en.words("tank") == {"танк", "резервоар", "czołg", "zbiornik"}
+    assert en.words("kingdom") == {"кралство"}
+    assert "realm" not in " ".join(en.words("kingdom"))
+    assert en.phrase(["prime", "minister"]) == (("министър", "председател"), ("премиер",))
+
+
+def test_words_are_looked_up_by_their_dictionary_form(dict_dir):
+    en = dictionary.load(dict_dir)["en"]
+    assert "танк" in en.words("tanks")
+    assert "wybory" in en.words("elections")
+    assert en.words("tankers") == frozenset()  # no rule makes "tankers" a form of "tank"
+    assert en.phrase(["united", "kingdom"]) == (("обединено", "кралство"),)
+    assert en.phrase(["kingdom"]) == ()  # one word is words(), not a phrase
+
+
+def test_a_missing_or_broken_folder_changes_nothing(tmp_path, caplog):
+    assert dictionary.load(tmp_path / "nowhere") == {}
+    write_pair(tmp_path, "freedict-eng-bul", ENG_BUL)
+    (tmp_path / "freedict-eng-pol.index").write_text("tank\tA\tZZ\n", encoding="utf-8")
+    (tmp_path / "freedict-eng-pol.dict.dz").write_bytes(b"not gzip")
+    with caplog.at_level(logging.WARNING, logger="rag.lang.dictionary"):
+        found = dictionary.load(tmp_path)
+    assert found["en"].words("tank") == {"танк", "резервоар"}  # the good pair still read
+    assert "freedict-eng-pol" in caplog.text and "skipped" in caplog.text
+    # Pairs out of a language without a pack, or other files, are ignored.
+    write_pair(tmp_path, "freedict-xyz-bul", {"a": "a\nб"})
+    assert set(dictionary.load(tmp_path)) == {"en"}
+
+
+def test_dictionaries_load_once_and_only_when_asked(dict_dir, tmp_path):
+    shared = dictionary.Dictionaries(dict_dir)
+    assert shared._loaded is None
+    assert shared.get("en") is shared.get("en") is not None
+    assert shared.get("bg") is None
+    assert dictionary.Dictionaries(None).all() == {}
+    assert dictionary.Dictionaries(tmp_path / "empty").get("en") is None
+
+
+def test_a_pack_with_malformed_inflections_is_rejected(tmp_path):
+    import json
+
+    from rag import lang
+
+    data = json.loads((lang.LANG_DIR / "en.json").read_text(encoding="utf-8"))
+    data["inflections"] = [["s"]]
+    bad = tmp_path / "en.json"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(RagError, match="inflections"):
+        lang._load(bad)
+
+
+# --- what translations change -----------------------------------------------------------------
+
+UK_SAID = "Обединеното кралство заяви, че ще напусне съюза на 29 март."
+OPEN = dataclasses.replace(refusal.default_model(), threshold=0.0)
+
+
+def _decide(question: str, text: str, dictionary_: dictionary.Dictionary | None):
+    chunk = Chunk(id="a:1", source="a", text=text, start=0, end=len(text), line_start=1,
+                  line_end=1, language="bg")
+    analysis = analyse(question, "en", dictionary_)
+    sel = EvidenceSelector(HashEmbedder()).select(question, [Retrieved(chunk=chunk, rank=1,
+                                                                       score=0.1)],
+                                                  k=6, lang="en", analysis=analysis)
+    return refusal.decide(sel, analysis, model=OPEN)
+
+
+def test_a_translated_name_is_found_in_another_language(dict_dir):
+    en = dictionary.load(dict_dir)["en"]
+    question = "When will the United Kingdom leave the union?"
+    without = _decide(question, UK_SAID, None)
+    assert without.refuse and "'United Kingdom' is not in the articles" in without.reasons
+    with_dict = _decide(question, UK_SAID, en)
+    assert not any("not in the articles" in r for r in with_dict.reasons), with_dict.reasons
+
+
+def test_a_name_the_dictionary_does_not_know_is_still_refused(dict_dir):
+    en = dictionary.load(dict_dir)["en"]
+    d = _decide("What did the Holy See say about the union?", UK_SAID, en)
+    assert d.refuse and "'Holy See' is not in the articles" in d.reasons
+
+
+def test_question_terms_carry_the_keys_of_their_translations(dict_dir):
+    en = dictionary.load(dict_dir)["en"]
+    plain = analyse("How many tanks were sent?", "en")
+    translated = analyse("How many tanks were sent?", "en", en)
+    assert [t.word for t in translated.counted] == ["tanks"]
+    assert translated.counted[0].keys == plain.counted[0].keys | stems("танк") | stems(
+        "резервоар") | stems("czołg") | stems("zbiornik")
+
+
+@pytest.mark.skipif(not Path("/usr/share/dictd/freedict-eng-bul.index").exists(),
+                    reason="needs Debian's dict-freedict-eng-bul (tests/run.sh installs it)")
+def test_debians_english_bulgarian_dictionary():
+    en = dictionary.load("/usr/share/dictd", sources=["en"])["en"]
+    assert "танк" in en.words("tanks")
+    assert "ваксина" in en.words("vaccines")
+    assert ("обединено", "кралство") in en.phrase(["united", "kingdom"])
