@@ -162,3 +162,19 @@ def test_debians_english_bulgarian_dictionary():
     assert "танк" in en.words("tanks")
     assert "ваксина" in en.words("vaccines")
     assert ("обединено", "кралство") in en.phrase(["united", "kingdom"])
+
+
+def test_a_translation_must_begin_the_counted_word(tmp_path):
+    """"how many people": a far sense of a translation ("zaplnit", to fill) must not make an
+    unrelated word ("заплаши", threatened) the counted thing and so hide the real count."""
+    write_pair(tmp_path, "freedict-eng-ces", {"people": "people <n>\nzaplnit"})
+    write_pair(tmp_path, "freedict-eng-bul", {"people": "people <n>\nхора\nhuman beings"})
+    en = dictionary.load(tmp_path)["en"]
+    analysis = analyse("How many people does the company employ?", "en", en)
+    text = "Компанията заплаши да напусне страната, където работят около 14 000 души."
+    assert refusal._counted_near_number(analysis.counted, text, 3)
+    # The translation still finds the counted word in its inflected forms, and then the number
+    # must stand next to it.
+    assert refusal._counted_near_number(analysis.counted, "На площада имаше 300 хора.", 3)
+    assert not refusal._counted_near_number(
+        analysis.counted, "Бяха изпратени 300 полицаи и по улиците имаше много хората.", 3)

@@ -164,8 +164,8 @@ def _translated(term: Term, dictionary: Dictionary) -> Term:
     """The term with the spelling keys of its dictionary translations added."""
     if term.word.isdigit():
         return term
-    extra = {k for w in dictionary.words(term.word) for k in stems(w)}
-    return replace(term, keys=term.keys | extra) if extra else term
+    extra = {k for w in dictionary.words(term.word) for k in stems(w)} - term.keys
+    return replace(term, keys=term.keys | extra, translated=frozenset(extra)) if extra else term
 
 
 def _translate_name(name: Name, dictionary: Dictionary) -> Name:

@@ -39,7 +39,7 @@ from rag.answering.kinds import QUANTITY, is_calendar_word, is_number, satisfies
 from rag.answering.question import QuestionAnalysis
 from rag.embed import Embedder
 from rag.lang import PERSON
-from rag.lang.terms import STOPWORDS, Term, name_keys, stems, term_set, tokens
+from rag.lang.terms import STOPWORDS, Term, fold, name_keys, stems, term_set, tokens
 from rag.types import Evidence
 
 logger = logging.getLogger(__name__)
@@ -154,9 +154,14 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
     numbers = [i for i, t in enumerate(toks) if is_number(t.norm)]
     if not numbers:
         return False
-    # Four folded letters: the inflections of one noun (танків/танкове, tanks) meet.
-    heads = {k[:4] for term in counted for k in term.keys if not k.startswith("~")}
-    where = [i for i, t in enumerate(toks) if any(k[:4] in heads for k in stems(t.norm))]
+    # Four folded letters: the inflections of one noun (танків/танкове, tanks) meet. A
+    # dictionary translation is a dictionary form, so it must begin the word (танк/танкове):
+    # four letters of one of its many senses would meet unrelated words.
+    heads = {k[:4] for term in counted for k in term.keys - term.translated
+             if not k.startswith("~")}
+    forms = tuple({k for term in counted for k in term.translated if len(k) >= 4})
+    where = [i for i, t in enumerate(toks)
+             if any(k[:4] in heads for k in stems(t.norm)) or fold(t.norm).startswith(forms)]
     if not where:
         # The counted thing is written in another language: only a number in digits counts
         # ("одна з країн", "one of the countries" count nothing).

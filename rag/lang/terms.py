@@ -124,6 +124,9 @@ class Term:
     keys: frozenset[str]
     position: int = 0  # token index in the question (for "near" rules)
     name: bool = False  # written with a capital inside the sentence (a name or acronym)
+    # The keys among `keys` that come from dictionary translations (rag.lang.dictionary), not
+    # from the word's own spelling.
+    translated: frozenset[str] = frozenset()
 
     def found_in(self, key_set: set[str] | frozenset[str]) -> bool:
         return not self.keys.isdisjoint(key_set)
