@@ -178,3 +178,25 @@ def test_a_translation_must_begin_the_counted_word(tmp_path):
     assert refusal._counted_near_number(analysis.counted, "На площада имаше 300 хора.", 3)
     assert not refusal._counted_near_number(
         analysis.counted, "Бяха изпратени 300 полицаи и по улиците имаше много хората.", 3)
+
+
+def test_a_translated_name_makes_the_article_about_it(tmp_path):
+    """"How many members ... sent to China": the number must stand in an article about China,
+    which a Bulgarian article calls Китай."""
+    write_pair(tmp_path, "freedict-eng-bul", {"china": "China <prop>\nКитай\ncountry in Asia"})
+    en = dictionary.load(tmp_path)["en"]
+    question = "How many members does the expert team sent to China have?"
+    text = "Екипът от 10 души ще пътува до Китай следващия месец."
+    assert _decide(question, text, None).reasons == ("no quantity in the evidence",)
+    assert not _decide(question, text, en).refuse
+
+
+def test_digits_of_a_name_count_nothing():
+    from rag.answering.kinds import satisfies
+
+    assert not satisfies("quantity", "вирусът SARS-CoV-2, който причинява Covid-19")
+    assert not satisfies("quantity", "на срещата на G7 и полета на F-16")
+    assert satisfies("quantity", "екипът от 10 души, 2-ма от тях лекари")
+    d = _decide("How many people are in the team?",
+                "Екип заминава да разследва SARS-CoV-2, който причинява Covid-19.", None)
+    assert d.reasons == ("no quantity in the evidence",)

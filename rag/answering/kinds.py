@@ -88,12 +88,19 @@ def is_number(word: str) -> bool:
     return bool(_DIGITS.fullmatch(word) or _NUMBER_WORDS.fullmatch(word))
 
 
+def in_a_name(text: str, start: int) -> bool:
+    """Whether the digits at `start` belong to a name written with them ("Covid-19",
+    "SARS-CoV-2", "G7", "F-16"): a letter stands right before them, or a hyphen after one."""
+    before = text[start - 1] if start > 0 else ""
+    return before.isalpha() or (before in "-‑" and start > 1 and text[start - 2].isalpha())
+
+
 def _quantities(text: str) -> bool:
     t = normalize(text)
     dates = {m.start() for m in _DAY_MONTH.finditer(t)}
     for m in _DIGITS.finditer(t):
-        if _YEAR.fullmatch(m.group()) or m.start() in dates:
-            continue  # a year or a day of a month counts no things
+        if _YEAR.fullmatch(m.group()) or m.start() in dates or in_a_name(t, m.start()):
+            continue  # a year, a day of a month or a name ("Covid-19") counts no things
         return True
     return bool(_NUMBER_WORDS.search(t))
 

@@ -48,6 +48,10 @@ class Name:
     # each as the keys of its words: the name is there when every word of one of them is.
     translations: tuple[tuple[frozenset[str], ...], ...] = ()
 
+    def translated_in(self, keys: set[str] | frozenset[str]) -> bool:
+        """Whether every word of one of the name's translations is among `keys`."""
+        return any(all(not k.isdisjoint(keys) for k in t) for t in self.translations)
+
 
 @dataclass(frozen=True)
 class QuestionAnalysis:

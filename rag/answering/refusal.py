@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from rag.answering.evidence import Selection
-from rag.answering.kinds import QUANTITY, is_calendar_word, is_number, satisfies
+from rag.answering.kinds import QUANTITY, in_a_name, is_calendar_word, is_number, satisfies
 from rag.answering.question import QuestionAnalysis
 from rag.embed import Embedder
 from rag.lang import PERSON
-from rag.lang.terms import STOPWORDS, Term, fold, name_keys, stems, term_set, tokens
+from rag.lang.terms import STOPWORDS, Term, fold, name_keys, stems, term_set, tokens, unify
 from rag.types import Evidence
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,9 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
     alike in the text, a number must stand within `span` tokens of it; when none is (another
     language), any number that is not a year or a date will do."""
     toks = tokens(text)
-    numbers = [i for i, t in enumerate(toks) if is_number(t.norm)]
+    unified = unify(text)
+    numbers = [i for i, t in enumerate(toks)
+               if is_number(t.norm) and not in_a_name(unified, t.start)]
     if not numbers:
         return False
     # Four folded letters: the inflections of one noun (танків/танкове, tanks) meet. A
@@ -176,12 +178,12 @@ def _has_person(text: str, question_keys: frozenset[str]) -> bool:
 
 
 def _mentions_a_name(text: str, analysis: QuestionAnalysis) -> bool:
-    """Whether `text` names one of the question's names (any word of it, any spelling); true
-    for a question without names."""
+    """Whether `text` names one of the question's names (any word of it, any spelling, or one
+    of its translations: China/Китай); true for a question without names."""
     if not analysis.names:
         return True
     keys = name_keys(text) | term_set(text)
-    return any(not n.keys.isdisjoint(keys) for n in analysis.names)
+    return any(not n.keys.isdisjoint(keys) or n.translated_in(keys) for n in analysis.names)
 
 
 def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
@@ -241,8 +243,8 @@ def missing_names(selection: Selection, analysis: QuestionAnalysis,
     "Антоніу Гутерреш" is not there because "Антоніу" is; "United Kingdom" is, as "Обединеното
     кралство"."""
     have = _passage_keys(selection)
-    missing = [n for n in analysis.names if (n.head or n.keys).isdisjoint(have)
-               and not any(all(not k.isdisjoint(have) for k in t) for t in n.translations)]
+    missing = [n for n in analysis.names
+               if (n.head or n.keys).isdisjoint(have) and not n.translated_in(have)]
     if not missing or matcher is None or similarity > 1.0:
         return [n.text for n in missing]
     candidates = list(dict.fromkeys(w for c in selection.ranked
