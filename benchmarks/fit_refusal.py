@@ -281,6 +281,22 @@ def fit(rows: Sequence[Row], base: refusal.RefusalModel,
     model = replace(base, weights=tuple(float(v) for v in w), bias=b)
     if threshold is not None:
         return replace(model, threshold=threshold)
+    if THRESHOLD_BY == "pooled":
+        return replace(model, threshold=best_threshold(rows, model))
+    # The median of the thresholds best without each training topic in turn: the pooled best
+    # moves with a question or two (0.05 in one fold, 0.3 in the next).
+    topics = sorted({r.topic for r in rows})
+    if len(topics) < 3:
+        return replace(model, threshold=best_threshold(rows, model))
+    inner = [best_threshold([r for r in rows if r.topic != u], model) for u in topics]
+    return replace(model, threshold=float(np.median(inner)))
+
+
+THRESHOLD_BY = "pooled"
+
+
+def best_threshold(rows: Sequence[Row], model: refusal.RefusalModel) -> float:
+    """The threshold that maximises `objective` on these rows."""
     best_val, best_t = (-1.0, 0.0), 0.5
     for t in np.linspace(0.05, 0.95, 19):
         cand = replace(model, threshold=float(t))
@@ -288,7 +304,7 @@ def fit(rows: Sequence[Row], base: refusal.RefusalModel,
         val = (objective(scores(rows, cand)), -abs(float(t) - 0.5))
         if val > best_val:
             best_val, best_t = val, float(t)
-    return replace(model, threshold=best_t)
+    return best_t
 
 
 def calibration(probs: Sequence[float], labels: Sequence[int], bins: int = 5) -> dict:
@@ -330,12 +346,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float,
                     help="refuse below this P(answerable) instead of choosing the threshold "
                          "that scores best on the training topics")
+    ap.add_argument("--threshold-by", choices=("pooled", "inner-median"), default="pooled",
+                    help="the threshold best on the training questions pooled, or the median "
+                         "of those best without each training topic in turn")
     ap.add_argument("--name-similarity", type=float,
                     help="override the e5 word similarity at which a name counts as found "
                          "under another spelling (above 1: spelling only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    global THRESHOLD_BY
+    THRESHOLD_BY = args.threshold_by
     replays = replay_answerers(args)
     topics = [t for t, _ in replays]
     rows: list[Row] = []

@@ -35,6 +35,9 @@ def _alternation(name: str) -> str:
 _MONTHS = re.compile(_alternation("months"))
 _WEEKDAYS = re.compile(_alternation("weekdays"))
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+# What answers "in what year": also a historic year (1713). Not used to tell years from counts:
+# "1500 families" is a count.
+_ANY_YEAR = re.compile(r"\b(?:1\d|20)\d\d\b")
 _DAY_MONTH = re.compile(rf"\b\d{{1,2}}\.?\s+{_alternation('months')}|\b\d{{1,2}}\.\d{{1,2}}\.")
 _NUMBER_WORDS = re.compile(_alternation("number_words"))
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)?")
@@ -140,7 +143,7 @@ def satisfies(answer_type: str, text: str) -> bool:
     if answer_type == DATE:
         return bool(_DAY_MONTH.search(t))
     if answer_type == YEAR:
-        return bool(_YEAR.search(t))
+        return bool(_ANY_YEAR.search(t))
     if answer_type == TIME:
         return bool(_MONTHS.search(t) or _YEAR.search(t) or _WEEKDAYS.search(t))
     if answer_type == AGE:
