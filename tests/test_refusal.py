@@ -104,6 +104,21 @@ def test_how_old_needs_an_age_not_any_number(question, lang, aged):
     assert d.typed_evidence and d.typed_evidence[0] in (1, 2)
 
 
+@pytest.mark.parametrize("question,lang,born", [
+    ("Where was Theresa May born?", "en", "Theresa May was born in Eastbourne in 1956."),
+    ("Къде е родена Тереза Мей?", "bg", "Тереза Мей е родена в Истбърн през 1956 г."),
+    ("Де народилася Тереза Мей?", "uk", "Тереза Мей народилася в Істборні."),
+    ("Gde je rođena Tereza Mej?", "sr", "Tereza Mej je rođena u Istbornu 1956. godine."),
+])
+def test_where_was_someone_born_needs_a_birth(question, lang, born):
+    d = _decide(question, lang, [("a", "en", BREXIT)])  # she is there, her birth is not
+    assert d.refuse and any("birth" in r for r in d.reasons), d.reasons
+    sel, analysis = _sel(question, lang, [("a", "en", BREXIT), ("b", lang, born)])
+    d = refusal.decide(sel, analysis, model=OPEN)
+    assert not d.refuse, d.reasons
+    assert [ev.sentence.text for ev in sel.evidence if ev.n in d.typed_evidence] == [born]
+
+
 def test_who_needs_a_name_the_question_does_not_give():
     named = _decide("Who spoke for the security council?", "en", [("a", "bg", KIRBY)])
     assert not named.refuse, named.reasons

@@ -1,6 +1,7 @@
-"""Kinds of answer: what a question asks for ("how many", "when", "how old", "who") and whether a
-text holds it (a number, a date, an age, a person's name). Cues and closed-class words come from
-the language packs (rag/lang/); evidence ranking, question analysis and refusal all use these.
+"""Kinds of answer: what a question asks for ("how many", "when", "how old", "where was X born",
+"who") and whether a text holds it (a number, a date, an age, a birth, a person's name). Cues
+and closed-class words come from the language packs (rag/lang/); evidence ranking, question
+analysis and refusal all use these.
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 import re
 
 from rag import lang as lang_packs
-from rag.lang import AGE, DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
+from rag.lang import AGE, BIRTH, DATE, MEASURE, MONEY, PERSON, QUANTITY, TIME, YEAR
 from rag.lang.terms import stems, tokens
 from rag.lang.text import STOPWORDS, normalize, words
 
-__all__ = ["AGE", "DATE", "MEASURE", "MONEY", "PERSON", "QUANTITY", "TIME", "YEAR",
+__all__ = ["AGE", "BIRTH", "DATE", "MEASURE", "MONEY", "PERSON", "QUANTITY", "TIME", "YEAR",
            "asked_types", "asks_across_articles", "is_calendar_word", "is_number",
            "person_score", "satisfies"]
 
@@ -24,6 +25,9 @@ _TYPES = tuple(t for t in lang_packs.ANSWER_TYPES if t != PERSON)
 
 
 def _asks(answer_type: str) -> re.Pattern[str] | None:
+    if answer_type == BIRTH:
+        # "Where/when was X born?": a sentence that answers it says so with a birth word too.
+        return lang_packs.pattern("birth_words")
     return lang_packs.pattern(f"type:{answer_type}")
 
 
@@ -148,6 +152,9 @@ def satisfies(answer_type: str, text: str) -> bool:
         return bool(_MONTHS.search(t) or _YEAR.search(t) or _WEEKDAYS.search(t))
     if answer_type == AGE:
         return _age(text)
+    if answer_type == BIRTH:
+        rx = _asks(BIRTH)
+        return bool(rx and rx.search(t))
     return True
 
 

@@ -12,7 +12,7 @@ Two checks are hard, because no score can outweigh them:
 2. **the kind of answer**: the kind asked first ("how many", "when", "what date", "how much did
    it cost", "what range", "who") is held by an evidence sentence: a number (next to the counted
    thing when that is spelled alike), a date, a year, a currency amount, a measure with its unit,
-   a person's name that is not in the question.
+   an age, a birth ("where was X born?"), a person's name that is not in the question.
 
 The rest is one calibrated score: a small logistic model on a few features of the retrieval and
 the evidence (best e5 similarity, term coverage, lexical match), fitted on training topics by

@@ -26,9 +26,10 @@ from rag.types import RagError
 LANG_DIR = Path(__file__).resolve().parent
 
 # The kinds of answer a question can ask for (keys of "answer_types").
-QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, AGE, PERSON = (
-    "quantity", "money", "measure", "date", "year", "time", "age", "person")
-ANSWER_TYPES = (QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, AGE, PERSON)
+QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, AGE, BIRTH, PERSON = (
+    "quantity", "money", "measure", "date", "year", "time", "age", "birth", "person")
+# BIRTH ("where was X born?") is asked and answered by the packs' birth words, not by cues.
+ANSWER_TYPES = (QUANTITY, MONEY, MEASURE, DATE, YEAR, TIME, AGE, BIRTH, PERSON)
 
 # Fields of a pack file: name -> (type, required).
 _WORD_FIELDS = ("stopwords", "question_words", "ask_words", "count_words", "months", "weekdays",
