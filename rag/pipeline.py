@@ -278,6 +278,7 @@ class Pipeline:
 
         def embed_sentences() -> None:
             try:
+                answerer.dictionaries.all()  # read even when the corpus is too big to warm
                 chunks = []
                 for i, chunk in enumerate(self.store.iter_chunks()):
                     if i >= max_chunks:

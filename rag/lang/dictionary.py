@@ -79,17 +79,47 @@ def _translations(entry: str, cyrillic: bool) -> list[tuple[str, ...]]:
 
 @dataclass
 class Dictionary:
-    """Translations out of one language (`source`, a pack code) into every installed target."""
+    """Translations out of one language (`source`, a pack code) into every installed target.
+    Entries are parsed when first looked up: reading the files takes a fraction of a second,
+    parsing all of them would take seconds."""
 
     source: str
-    entries: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)  # headword -> words
     files: list[str] = field(default_factory=list)
+    # headword -> (pair, offset, length) of each of its entries in `_pairs`
+    _index: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict, repr=False)
+    _pairs: list[tuple[bytes, bool]] = field(default_factory=list, repr=False)  # data, Cyrillic
+    _parsed: dict[str, frozenset[tuple[str, ...]]] = field(default_factory=dict, repr=False)
 
-    def add(self, headword: str, translations: Iterable[tuple[str, ...]]) -> None:
-        self.entries.setdefault(" ".join(headword.casefold().split()), set()).update(translations)
+    def add_pair(self, data: bytes, cyrillic: bool,
+                 rows: Iterable[tuple[str, int, int]]) -> int:
+        """Index one pair's entries (headword, offset, length); returns how many."""
+        pair = len(self._pairs)
+        self._pairs.append((data, cyrillic))
+        n = 0
+        for head, offset, length in rows:
+            key = " ".join(head.casefold().split())
+            if key and offset + length <= len(data):
+                self._index.setdefault(key, []).append((pair, offset, length))
+                n += 1
+        return n
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._index)
+
+    def __contains__(self, headword: str) -> bool:
+        return headword in self._index
+
+    def entry(self, headword: str) -> frozenset[tuple[str, ...]]:
+        """Every translation of a case-folded headword, each as its words."""
+        found = self._parsed.get(headword)
+        if found is None:
+            out: set[tuple[str, ...]] = set()
+            for pair, offset, length in self._index.get(headword, ()):
+                data, cyrillic = self._pairs[pair]
+                out.update(_translations(data[offset:offset + length]
+                                         .decode("utf-8", "replace"), cyrillic))
+            found = self._parsed[headword] = frozenset(out)
+        return found
 
     def _lemmas(self, word: str) -> list[str]:
         """The word and its dictionary forms by the pack's inflection rules ("tanks" -> "tank",
@@ -105,7 +135,7 @@ class Dictionary:
         """One-word translations of a case-folded word (of any of its dictionary forms)."""
         out: set[str] = set()
         for lemma in self._lemmas(word):
-            out.update(t[0] for t in self.entries.get(lemma, ()) if len(t) == 1)
+            out.update(t[0] for t in self.entry(lemma) if len(t) == 1)
         out.discard(word)
         return frozenset(out)
 
@@ -114,15 +144,14 @@ class Dictionary:
         ("united kingdom", "south china sea"); () when it is not one."""
         if len(words) < 2:
             return ()
-        found = self.entries.get(" ".join(words), set())
-        if not found and len(words[-1]) > 3:
-            last = self._lemmas(words[-1])[1:]
-            found = next((self.entries[k] for k in (" ".join([*words[:-1], w]) for w in last)
-                          if k in self.entries), set())
+        keys = [" ".join(words)]
+        if len(words[-1]) > 3:
+            keys += [" ".join([*words[:-1], w]) for w in self._lemmas(words[-1])[1:]]
+        found = next((self.entry(k) for k in keys if k in self), frozenset())
         return tuple(sorted(found))
 
 
-def _read_pair(index: Path, cyrillic: bool | None, into: Dictionary) -> int:
+def _read_pair(index: Path, into: Dictionary) -> int:
     with gzip.open(index.with_name(index.name[: -len(".index")] + ".dict.dz")) as f:
         data = f.read()
     rows = []
@@ -130,21 +159,12 @@ def _read_pair(index: Path, cyrillic: bool | None, into: Dictionary) -> int:
         parts = line.split("\t")
         if len(parts) != 3 or parts[0].startswith("00database") or not parts[0].strip():
             continue
-        rows.append(parts)
-    if cyrillic is None:
-        # Whether the target is written in Cyrillic (then Latin lines are glosses): by majority.
-        sample = rows[:: max(1, len(rows) // 200)]
-        hits = sum(bool(_CYRILLIC.search(data[_offset(o):_offset(o) + _offset(k)]
-                                         .decode("utf-8", "replace"))) for _, o, k in sample)
-        cyrillic = hits * 2 > len(sample)
-    n = 0
-    for head, o, k in rows:
-        entry = data[_offset(o):_offset(o) + _offset(k)].decode("utf-8", "replace")
-        found = _translations(entry, cyrillic)
-        if found:
-            into.add(head, found)
-            n += 1
-    return n
+        rows.append((parts[0], _offset(parts[1]), _offset(parts[2])))
+    # Whether the target is written in Cyrillic (then Latin lines are glosses): by majority.
+    sample = rows[:: max(1, len(rows) // 200)]
+    hits = sum(bool(_CYRILLIC.search(data[o:o + k].decode("utf-8", "replace")))
+               for _, o, k in sample)
+    return into.add_pair(data, hits * 2 > len(sample), rows)
 
 
 @functools.cache
@@ -180,11 +200,11 @@ def load(directory: Path | str, sources: Iterable[str] | None = None) -> dict[st
             continue
         d = out.setdefault(src, Dictionary(src))
         try:
-            n = _read_pair(index, None, d)
+            n = _read_pair(index, d)
         except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile) as e:
             logger.warning("dictionary %s cannot be read (%s): skipped", index, e)
             continue
-        d.files.append(f"{index.name[: -len('.index')]} ({n} entries)")
+        d.files.append(f"{index.name[: -len('.index')]} ({n} headwords)")
     out = {k: v for k, v in out.items() if len(v)}
     if out:
         logger.info("dictionaries loaded in %.1f s: %s", time.perf_counter() - t0,
