@@ -218,3 +218,11 @@ def test_the_kind_of_answer_must_be_in_a_relevant_sentence_not_one_pulled_in_by_
     counted = ("a", "en", "The army delivered 30 tanks by rail.")
     sel, analysis = _sel(question, "en", [counted, *relevant], embedder=_Flat())
     assert not refusal.decide(sel, analysis, model=OPEN).refuse
+
+
+def test_who_is_asked_in_the_question_s_own_language():
+    # Serbian "кога" (whom) is Macedonian and Bulgarian "when".
+    assert not analyse("Кога се сретнаа министрите?", "mk").wants_person
+    assert not analyse("Кога пристигна делегацията?", "bg").wants_person
+    assert analyse("Кога је председник именовао?", "sr").wants_person
+    assert analyse("Кого назначи президентът?", "bg").wants_person

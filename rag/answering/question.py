@@ -201,7 +201,10 @@ def analyse(question: str, language: str,
             seen.add(t.keys)
             unique_terms.append(t)
     main, every = asked_types(question)
-    person = lang_packs.pattern(f"type:{PERSON}")
+    # "Who" in the question's own language: another pack's cue may be a word of this one
+    # (Serbian "кога", whom, is Macedonian and Bulgarian "when").
+    person = lang_packs.pattern(f"type:{PERSON}",
+                                language if language in lang_packs.packs() else None)
     return QuestionAnalysis(
         text=question,
         language=language,
