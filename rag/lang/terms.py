@@ -3,12 +3,12 @@
 A question in English about a Bulgarian article shares few letters with it. What spelling can
 bridge is names, numbers and shared (Slavic or international) roots: one spelling key per word,
 built on the script-neutral key that BM25 uses (`rag.lang.text.latin_key`), plus the English
-spellings
-of the same sounds, so that Зеленський/Zelensky, Харків/Kharkiv and Кирби/Kirby meet (`fold`,
-`stems`), and a consonant skeleton for capitalised words, so that Кърби/Kirby and Харков/Kharkiv
-meet (`name_keys`). There is no topic lexicon: concepts that are spelled differently in each
-language (weapon/оръжие) are left to the multilingual embedder (`rag.answering.evidence`,
-`rag.answering.refusal`).
+spellings of the same sounds, so that Зеленський/Zelensky, Хабаровськ/Khabarovsk and
+Кенеди/Kennedy meet (`fold`, `stems`), and a consonant skeleton for capitalised words, so that
+Кърк/Kirk and Хабаровск/Khabarovsk meet (`name_keys`). There is no topic lexicon: concepts that
+are spelled differently in each language (weapon/оръжие) are left to the multilingual embedder
+(`rag.answering.evidence`, `rag.answering.refusal`) and, when installed, to bilingual
+dictionaries (`rag.lang.dictionary`).
 Only closed-class words (function and question words) are listed, per language, in rag/lang/.
 """
 
@@ -102,7 +102,7 @@ def stems(word: str) -> set[str]:
 
 def skeleton(word: str) -> str:
     """Consonants of the folded word: names keep their consonants across spellings whose
-    vowels differ (Кърби/Kirby → "krb", Харков/Kharkiv → "hrkv")."""
+    vowels differ (Кърк/Kirk → "krk", Хабаровск/Khabarovsk → "hbrvsk")."""
     return _DOUBLE.sub(r"\1", _VOWELS.sub("", fold(word)))
 
 
@@ -172,7 +172,7 @@ def content_terms(text: str, lang: str | None = None, unique: bool = True) -> li
             seen.add(s)
             keys = set(stems(w))
             # A name (capitalised, not the first word) also matches by its consonants:
-            # Kirby/Кърби, Kharkiv/Харков.
+            # Kirk/Кърк, Khabarovsk/Хабаровск.
             is_name = i > 0 and (tok.text[:1].isupper() or tok.text.isupper())
             if is_name:
                 keys |= {k for k in name_token_keys(w) if k.startswith("~")}
@@ -201,7 +201,7 @@ def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
             for r in _readings(t.norm):
                 keys.add(stem(r))
                 sk = skeleton(r)
-                # Every prefix from 3 consonants: inflection adds endings (Кирбијем → krbm).
+                # Every prefix from 3 consonants: inflection adds endings (Кенедијем → kndm).
                 keys.update("~" + sk[:n] for n in range(3, len(sk) + 1))
     return frozenset(keys)
 
