@@ -550,7 +550,7 @@ def key_terms(selection: Selection) -> tuple[list[Term], list[frozenset[str]]]:
     """(terms, names): terms of the question that some but at most half of the retrieved
     articles mention, and the question's names (as name keys) that some but not all of them
     mention. They tell the articles that answer apart from the others (a spokesman's
-    name, an agency, "partnership"; not "Russia" in news about Russia)."""
+    name, an agency, "partnership"; not "Italy" in news about Italy)."""
     terms: dict[str, set[str]] = {}
     names: dict[str, set[str]] = {}
     for c in selection.ranked:
@@ -589,7 +589,7 @@ def _candidates(selection: Selection, limit: int = 30) -> Iterator[Evidence]:
 def condense_heuristic(history: Sequence[dict], question: str) -> str | None:
     """Without an LLM, a follow-up that refers back (the caller checked: a pronoun, or an
     ellipsis such as "And when?") is asked together with the previous user question ("Where did
-    Putin and Kim meet? And when?"): nothing is rewritten, so nothing is invented."""
+    the two leaders meet? And when?"): nothing is rewritten, so nothing is invented."""
     previous = next((str(m["content"]).strip() for m in reversed(history)
                      if m.get("role") == "user" and str(m.get("content") or "").strip()), None)
     if not previous or previous == question:

@@ -59,8 +59,8 @@ def cited_numbers(text: str) -> list[int]:
     return [n for _, _, ns in parse_markers(text) for n in ns]
 
 
-# A marker together with the spaces before it: removing only the marker would leave "Korea ."
-# or 'Korea ".' behind.
+# A marker together with the spaces before it: removing only the marker would leave "Italy ."
+# or 'Italy ".' behind.
 _SPACED_MARKER = re.compile(r"[ \t\u00a0]*" + MARKER.pattern)
 
 
@@ -136,8 +136,8 @@ def support(claim: str, claim_vector: np.ndarray, ev: Evidence, ev_vector: np.nd
     dense = float(claim_vector @ ev_vector)
     terms = list(claim_terms) if claim_terms is not None else spelling_terms(claim)
     text = _evidence_text(ev)
-    # Spelling only, as the thresholds were set: a lexicon match across languages ("Russia" =
-    # "Русия") would make any claim about the same countries look supported.
+    # Spelling only, as the thresholds were set: a lexicon match across languages ("Italy" =
+    # "Италия") would make any claim about the same countries look supported.
     have = spelling_keys(text)
     lexical = sum(t.found_in(have) for t in terms) / len(terms) if terms else 0.0
     numbers_ok = _numbers(claim) <= _numbers(text)

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 # A sentence that starts with a pronoun or connective leans on the one before ("He said ...",
 # "Тој ..."): per-language data.
 _ANAPHORA = lang_packs.words("anaphora")
-# Sentences shorter than this rarely say anything alone (headings, "Ким рече:").
+# Sentences shorter than this rarely say anything alone (headings, "Тя рече:").
 _SHORT_CHARS = 40
 
 

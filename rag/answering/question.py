@@ -81,7 +81,7 @@ def has_content(question: str) -> bool:
 def refers_back(question: str, lang: str | None = None) -> bool:
     """Whether a follow-up needs the conversation to be understood: it uses a pronoun that
     refers back ("When did he arrive?") or starts as an ellipsis ("And when?", "What about
-    Ukraine?"). A new question that merely is short ("Who is Angela Merkel?") does not."""
+    Italy?"). A new question that merely is short ("Who is Angela Merkel?") does not."""
     q = normalize(question)
     langs = [lang] if lang in lang_packs.packs() else None
     rx = lang_packs.pattern("refer_back", langs)

@@ -27,7 +27,7 @@ from rag.lang.text import BM25_STOPWORDS, latin_key
 # Tokens
 # --------------------------------------------------------------------------------------------
 
-# A word with inner apostrophes is one word (Ukrainian зв'язки, English Russia's).
+# A word with inner apostrophes is one word (Ukrainian зв'язки, English Italy's).
 _TOKEN = re.compile(r"\w+(?:'\w+)*")
 
 
@@ -57,13 +57,13 @@ _DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
 # j/y/й/ј/і all become "i" so that Zelensky (English) meets Зеленський.
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
 _DOUBLE = re.compile(r"(.)\1+")
-# A glide between vowels is written in Slavic spellings and not in English ones: Корея → koreja
-# / Korea, Русия → rusija / Russia.
+# A glide between vowels is written in Slavic spellings and not in English ones: Италия → italija
+# / Italia, Мария → marija / Maria.
 _GLIDE = re.compile(r"(?<=[aeiou])i(?=[aeiou])")
 _VOWELS = re.compile(r"[aeiou]")
 _NUMBER = re.compile(r"^\d+([.,]\d+)?$")
 
-# Prefix length for stems: Slavic inflection changes endings (Русия/Русија/Русије); 5 folded
+# Prefix length for stems: Slavic inflection changes endings (Италия/Италија/Италије); 5 folded
 # characters keep most roots apart while conflating those forms (as BM25_PREFIX in rag.lang.text).
 STEM_CHARS = 5
 
@@ -208,7 +208,7 @@ def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
 
 def name_token_keys(word: str) -> frozenset[str]:
     """Keys one name word of a question may match in `name_keys` of a passage. Skeleton keys
-    need 3+ consonants: "Kim" would match too much by consonants alone."""
+    need 3+ consonants: "Li" or "Kan" would match too much by consonants alone."""
     keys = set(stems(word))
     for r in _readings(word):
         sk = skeleton(r)
