@@ -49,6 +49,13 @@ class HashEmbedder:
         return np.array([self._vec(t) for t in texts], dtype=np.float32).reshape(len(texts), -1)
 
 
+@pytest.fixture(autouse=True)
+def no_installed_dictionaries(monkeypatch):
+    """Whether Debian's FreeDict packages are installed must not change what a test sees:
+    tests that want dictionaries build them (tests/test_dictionary.py)."""
+    monkeypatch.setenv("RAG_DICTIONARY_DIR", "")
+
+
 @pytest.fixture
 def hash_embedder() -> HashEmbedder:
     return HashEmbedder()

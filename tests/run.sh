@@ -20,16 +20,17 @@ pip install -q -e ".[dev,st,llamacpp]"
 # browser), and FreeDict's bilingual dictionaries, which translate English question words into
 # the articles' languages (rag.lang.dictionary; the product works without them).
 DEBS=""
-command -v chromium >/dev/null 2>&1 || DEBS="chromium"
-[ -e /usr/share/dictd/freedict-eng-bul.index ] || DEBS="$DEBS dict-freedict-eng-bul \
-  dict-freedict-eng-rus dict-freedict-eng-pol dict-freedict-eng-ces dict-freedict-eng-srp"
+command -v chromium >/dev/null 2>&1 || DEBS=" chromium"
+for pair in bul rus pol ces srp; do
+  [ -e "/usr/share/dictd/freedict-eng-$pair.index" ] || DEBS="$DEBS dict-freedict-eng-$pair"
+done
 if [ -n "$DEBS" ]; then
   if [ "$(id -u)" = 0 ]; then
     # shellcheck disable=SC2086 # one word per package
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBS >/dev/null
   else
-    echo "missing Debian packages: sudo apt-get install $DEBS (browser tests and the" \
-         "dictionary tests will be skipped)" >&2
+    echo "missing Debian packages, tests that need them will be skipped:" \
+         "sudo apt-get install$DEBS" >&2
   fi
 fi
 

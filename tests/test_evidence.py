@@ -290,7 +290,8 @@ def test_which_year_needs_a_year():
     assert asked_types("До коя година трябва да ги върнат?")[0] == [YEAR]
     assert not satisfies(YEAR, "ракетата, която порази Харков на 2 януари")
     assert satisfies(YEAR, "руските напади врз Украина од 2018 година")
-    # A historic year answers "in what year" too, and still is no count of things.
+    # A historic year answers "in what year" too (a necessary check: any four-digit number
+    # from 1000 passes it), while a number such as 1500 still counts things for "how many".
     assert satisfies(YEAR, "територия, която отстъпи на Великобритания през 1713 г.")
     assert satisfies(QUANTITY, "в селото на 1500 семейства само три били християнски")
     assert not satisfies(YEAR, "на 15 000 души")

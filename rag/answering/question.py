@@ -35,7 +35,7 @@ _CLAUSE_PUNCT = re.compile(r"[,;:?!.()–—]")
 
 @dataclass(frozen=True)
 class Name:
-    """A run of capitalised words of the question ("Xi Jinping", "UN") and its spelling keys."""
+    """A run of capitalised words of the question ("Li Keqiang", "UN") and its spelling keys."""
 
     text: str
     keys: frozenset[str]  # keys of every word of the run
@@ -43,7 +43,7 @@ class Name:
     # Keys of the run's last word: the surname or head noun ("Гутерреш" of "Антоніу Гутерреш",
     # "Irish" of "Northern Irish"), which must be there for the name to be.
     head: frozenset[str] = frozenset()
-    size: int = 1  # words in the run, short ones included ("Си Дзинпин" is two)
+    size: int = 1  # words in the run, short ones included ("Ли Кецян" is two)
     # A dictionary's translations of the whole run ("United Kingdom" -> "Обединено кралство"),
     # each as the keys of its words: the name is there when every word of one of them is.
     translations: tuple[tuple[frozenset[str], ...], ...] = ()
@@ -128,7 +128,7 @@ def _names(question: str, toks: list[Token]) -> list[Name]:
                    and not is_calendar_word(t.norm))
         if capital and (t.norm in STOPWORDS or t.norm in QUESTION_WORDS):
             # A capitalised function word inside a sentence is part of a name when another
-            # capitalised word follows ("Си Дзинпин"), else it is not one ("What did We ...").
+            # capitalised word follows ("Ли Кецян"), else it is not one ("What did We ...").
             nxt = padded[i + 1]
             capital = (nxt is not None and i + 1 not in starts and nxt.text[:1].isupper()
                        and nxt.norm not in STOPWORDS)
@@ -164,24 +164,44 @@ def _counted(question: str, toks: list[Token], terms: list[Term]) -> list[Term]:
     return [t for t in terms if trigger < t.position < min(end, stop) and not t.name][:2]
 
 
+def _translations(word: str, dictionary: Dictionary) -> set[str]:
+    """Spelling keys of a word's dictionary translations; translations of one or two letters
+    ("по", "za") would be found in any passage and are left out."""
+    return {k for t in dictionary.words(word) if len(t) >= 3 or t.isdigit() for k in stems(t)}
+
+
 def _translated(term: Term, dictionary: Dictionary) -> Term:
     """The term with the spelling keys of its dictionary translations added."""
     if term.word.isdigit():
         return term
-    extra = {k for w in dictionary.words(term.word) for k in stems(w)} - term.keys
+    extra = _translations(term.word, dictionary) - term.keys
     return replace(term, keys=term.keys | extra, translated=frozenset(extra)) if extra else term
 
 
 def _translate_name(name: Name, dictionary: Dictionary) -> Name:
-    """A name of several words that is a dictionary headword gets the keys of its translations;
-    a one-word name (or the head of an unknown run: "Northern Irish") its word's."""
-    phrases = dictionary.phrase(name.words) if name.size > 1 else ()
-    if not phrases:
-        head = name.words[-1] if name.words else ""
-        phrases = tuple((w,) for w in sorted(dictionary.words(head)))
-    keys = tuple(tuple(frozenset(stems(w)) for w in p if len(w) >= 3 or w.isdigit())
-                 for p in phrases)
-    return replace(name, translations=tuple(k for k in keys if k))
+    """Ways the name may stand in another language, each as the keys of its words.
+
+    A run of several words that is a headword gets its translations ("United Kingdom" ->
+    "Обединено кралство"). Another run is there when each of its words is, spelled as in the
+    question or translated ("Northern Irish" -> "Северна" + "ирландски"): the translation of
+    its last word alone would let a surname that is also a word ("Brown") pass for the person.
+    A one-word name gets its word's translations."""
+    if not name.words:
+        return name
+    if name.size > 1:
+        phrases = dictionary.phrase(name.words)
+        if phrases:
+            found = [tuple(frozenset(stems(w)) for w in p if len(w) >= 3 or w.isdigit())
+                     for p in phrases]
+        else:
+            translated = [_translations(w, dictionary) for w in name.words]
+            found = ([tuple(name_token_keys(w) | t for w, t in zip(name.words, translated,
+                                                                     strict=True))]
+                     if any(translated) else [])
+    else:
+        found = [(frozenset(stems(t)),) for t in sorted(dictionary.words(name.words[0]))
+                 if len(t) >= 3]
+    return replace(name, translations=tuple(k for k in found if k))
 
 
 def analyse(question: str, language: str,

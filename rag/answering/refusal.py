@@ -1,7 +1,7 @@
 """Refusal by evidence: does the selected evidence answer the question? (No LLM involved.)
 
 Two checks are hard, because no score can outweigh them:
-1. **names**: every name of several words the question asks about ("Xi Jinping", "Steve
+1. **names**: every name of several words the question asks about ("Li Keqiang", "Steve
    Bannon") has its head word (the surname) in the retrieved passages, in any script (spelling
    keys and consonant skeletons, `rag.lang.terms`), or every word of one of its dictionary
    translations ("United Kingdom" / "Обединеното кралство", `rag.lang.dictionary`), or, when

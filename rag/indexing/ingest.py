@@ -55,7 +55,7 @@ def _rx(name: str) -> re.Pattern[str]:
 _UI_LINES = _rx("ui_lines")
 _RELATED = _rx("related_starts")
 _SEE_ALSO = re.compile(r"^" + _rx("see_also").pattern + r"\s*:")
-# A caption: a short line that ends with a credit ("Източник: Kremlin.ru", "| Архив").
+# A caption: a short line that ends with a credit ("Източник: example.org", "| Архив").
 _CAPTION = re.compile(_rx("credit_words").pattern + r"\s*:\s*\S+\s*$|\|\s*\S+\s*$")
 
 

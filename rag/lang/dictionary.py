@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import unicodedata
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,10 @@ logger = logging.getLogger(__name__)
 _B64 = {c: i for i, c in enumerate(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 _FILE = re.compile(r"^freedict-([a-z]{3})-([a-z]{3})\.index$")
-# Sense numbering ("1. ", "I.", " 2.  ") and bracketed notes ("(разг.)", "{see also}").
-_NUMBERING = re.compile(r"^\s*(?:[0-9]+|[IVX]+)\.\s*")
+# Sense markers at the start of a line ("1. ", "I.", "1. a. ", repeated) and a next sense's
+# number left at its end ("година 2."), and bracketed notes ("(разг.)", "{see also}", "<N>").
+_NUMBERING = re.compile(r"^\s*(?:(?:[0-9]+|[IVX]+|[a-h])\.\s*)+")
+_TRAILING_NUMBER = re.compile(r"\s+[0-9]+\.?\s*$")
 _BRACKETS = re.compile(r"\([^)]*\)|\[[^\]]*\]|\{[^}]*\}|<[^>]*>")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 # Words as rag.lang.terms tokenises text: a hyphen separates (министър-председател is two).
@@ -47,6 +50,9 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")
 _STRESS = re.compile(r"(?<=[\u0400-\u04ff])[\u0300\u0301]")
 # A translation of more words than this is a gloss or an explanation, not an equivalent.
 MAX_PHRASE_WORDS = 3
+# What to install for the pairs out of English (Debian).
+DEBIAN_PACKAGES = ("dict-freedict-eng-bul", "dict-freedict-eng-rus", "dict-freedict-eng-pol",
+                   "dict-freedict-eng-ces", "dict-freedict-eng-srp")
 
 
 def _offset(digits: str) -> int:
@@ -67,12 +73,13 @@ def _translations(entry: str, cyrillic: bool) -> list[tuple[str, ...]]:
         line = line.strip()
         if not line or line.lower().startswith(("see also", "synonym", "antonym", "note")):
             continue
-        line = _BRACKETS.sub(" ", _NUMBERING.sub("", line))
+        line = _TRAILING_NUMBER.sub("", _NUMBERING.sub("", _BRACKETS.sub(" ", line)))
         for phrase in re.split(r"[,;]", line):
             if cyrillic and not _CYRILLIC.search(phrase):
                 continue  # an English gloss of the sense
             ws = tuple(w.casefold() for w in _WORD.findall(_clean(phrase)))
-            if ws and len(ws) <= MAX_PHRASE_WORDS:
+            # A lone letter is a sense marker or a preposition, never an equivalent.
+            if ws and len(ws) <= MAX_PHRASE_WORDS and not (len(ws) == 1 and len(ws[0]) < 2):
                 out.append(ws)
     return out
 
@@ -111,6 +118,8 @@ class Dictionary:
 
     def entry(self, headword: str) -> frozenset[tuple[str, ...]]:
         """Every translation of a case-folded headword, each as its words."""
+        if headword not in self._index:
+            return frozenset()  # not cached: a server sees unbounded words that are no headword
         found = self._parsed.get(headword)
         if found is None:
             out: set[tuple[str, ...]] = set()
@@ -201,7 +210,7 @@ def load(directory: Path | str, sources: Iterable[str] | None = None) -> dict[st
         d = out.setdefault(src, Dictionary(src))
         try:
             n = _read_pair(index, d)
-        except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, ValueError, KeyError, zlib.error) as e:
             logger.warning("dictionary %s cannot be read (%s): skipped", index, e)
             continue
         d.files.append(f"{index.name[: -len('.index')]} ({n} headwords)")
@@ -215,7 +224,7 @@ def load(directory: Path | str, sources: Iterable[str] | None = None) -> dict[st
 class Dictionaries:
     """The dictionaries of a folder, read on first use (a second or so) and then shared."""
 
-    def __init__(self, directory: Path | str | None):
+    def __init__(self, directory: Path | str | None) -> None:
         self.directory = Path(directory) if directory else None
         self._loaded: dict[str, Dictionary] | None = None
         self._lock = threading.Lock()
@@ -227,18 +236,35 @@ class Dictionaries:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
-                    self._loaded = load(self.directory) if self.directory else {}
-                    if self.directory and not self._loaded:
-                        logger.info(
-                            "no FreeDict dictionaries in %s: questions match other languages "
-                            "by spelling and the embedder only (apt-get install "
-                            "dict-freedict-eng-bul dict-freedict-eng-rus dict-freedict-eng-pol "
-                            "dict-freedict-eng-ces dict-freedict-eng-srp)", self.directory)
+                    self._loaded = self._load()
         return self._loaded
 
+    def _load(self) -> dict[str, Dictionary]:
+        if self.directory is None:
+            return {}
+        if not self.directory.is_dir():
+            logger.info("dictionary_dir %s is not a folder: questions match other languages by "
+                        "spelling and the embedder only", self.directory)
+            return {}
+        try:
+            found = load(self.directory)
+        except Exception:  # noqa: BLE001 - a broken dictionary must not stop any question
+            logger.exception("the dictionaries in %s cannot be read: answering without them",
+                             self.directory)
+            return {}
+        if not found:
+            logger.info("no FreeDict dictionaries in %s: questions match other languages by "
+                        "spelling and the embedder only (apt-get install %s)", self.directory,
+                        " ".join(DEBIAN_PACKAGES))
+        return found
 
-@functools.cache
+
 def shared_dictionaries(directory: Path | str | None) -> Dictionaries:
     """One `Dictionaries` per folder for the whole process (each answerer would otherwise read
     the same files again)."""
-    return Dictionaries(directory)
+    return _shared(str(Path(directory).resolve()) if directory else "")
+
+
+@functools.cache
+def _shared(directory: str) -> Dictionaries:
+    return Dictionaries(directory or None)

@@ -3,7 +3,7 @@
 A question in English about a Bulgarian article shares few letters with it. What spelling can
 bridge is names, numbers and shared (Slavic or international) roots: one spelling key per word,
 built on the script-neutral key that BM25 uses (`rag.lang.text.latin_key`), plus the English
-spellings of the same sounds, so that Зеленський/Zelensky, Хабаровськ/Khabarovsk and
+spellings of the same sounds, so that Шевченко/Shevchenko, Хабаровськ/Khabarovsk and
 Кенеди/Kennedy meet (`fold`, `stems`), and a consonant skeleton for capitalised words, so that
 Кърк/Kirk and Хабаровск/Khabarovsk meet (`name_keys`). There is no topic lexicon: concepts that
 are spelled differently in each language (weapon/оръжие) are left to the multilingual embedder
@@ -54,7 +54,7 @@ def tokens(text: str) -> list[Token]:
 
 # English (and other plain-Latin) spellings of the sounds latin_key writes with one letter.
 _DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
-# j/y/й/ј/і all become "i" so that Zelensky (English) meets Зеленський.
+# j/y/й/ј/і all become "i" so that Yanukovych (English) meets Янукович.
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
 _DOUBLE = re.compile(r"(.)\1+")
 # A glide between vowels is written in Slavic spellings and not in English ones: Италия → italija
@@ -85,7 +85,7 @@ def stem(word: str) -> str:
 
 
 def _readings(word: str) -> set[str]:
-    """The word, plus English readings of a plain-Latin word: "j" as in Jong/Џонг/Džong and a
+    """The word, plus English readings of a plain-Latin word: "j" as in Jones/Џонс/Džons and a
     hard "c" as in director/директор."""
     out = {word}
     if word.isascii() and not word.isdigit():
