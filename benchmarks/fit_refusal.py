@@ -125,6 +125,10 @@ def analysis_of(answerer: Answerer, question: str, lang: str):
     return own(question, lang) if own is not None else answer_module.analyse(question, lang)
 
 
+RETRIEVAL_SETTINGS = ("top_k", "candidates", "dense_weight", "bm25_weight", "rrf_k", "hub_penalty",
+                      "dup_overlap", "per_source", "context_chunks", "chunk_size")
+
+
 class CachedRetriever:
     """Serves the cached retrieval results of the questions (by text)."""
 
@@ -158,11 +162,14 @@ def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list
     from rag.pipeline import build_pipeline
     from rag.settings import load_settings
 
-    context_chunks = load_settings().context_chunks
+    # Every setting that changes what is retrieved: a cache made with others is stale.
+    current = load_settings()
+    retrieval = {f: getattr(current, f) for f in RETRIEVAL_SETTINGS}
+    context_chunks = current.context_chunks
     path = cache / f"{topic.name}.retrieved.json"
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
-        if (data.get("k") == k and data.get("context_chunks") == context_chunks
+        if (data.get("k") == k and data.get("retrieval") == retrieval
                 and set(data["results"]) >= {q.question for q in topic.questions}):
             return {q: [_load(r) for r in rs] for q, rs in data["results"].items()}
     index_dir = topic.index_dir or cache / f"index-{topic.name}"
@@ -177,7 +184,7 @@ def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list
     log.warning("%s: retrieved %d questions in %.1f s", topic.name, len(results),
                 time.perf_counter() - t0)
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"k": k, "context_chunks": context_chunks,
+    path.write_text(json.dumps({"k": k, "context_chunks": context_chunks, "retrieval": retrieval,
                                 "results": {q: [_dump(r) for r in rs]
                                                     for q, rs in results.items()}},
                                ensure_ascii=False), encoding="utf-8")
