@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     # --- retrieval ------------------------------------------------------------------------------
     top_k: int = Field(default=5, ge=1, le=100)
     # The retrieval weights below are fitted leave-one-topic-out on eval/questions/ by
-    # `python benchmarks/topics.py --max-files 60` (benchmarks/results/topics-max60.md; whole
-    # folders: topics.md): on held-out
+    # `python benchmarks/topics.py --max-files 60` (benchmarks/results/topics-max60.md; the
+    # whole folders: topics.md): on held-out
     # topics the BM25 ranking, even over script-neutral keys, lowered every topic's MRR when fused
     # with the multilingual dense ranking, so it is off by default (a weight > 0 turns it on).
     # how deep each retriever looks before fusion
@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     bm25_weight: float = Field(default=0.0, ge=0)
     rrf_k: float = Field(default=20.0, gt=0)  # reciprocal rank fusion constant
     # dense: cos − this × passage hubness (CSLS). On the whole folders every fold picks 0.25 for
-    # retrieval (hit@5 0.88 -> 0.92), but the extractive answers from it are worse (fact recall
-    # 0.576 -> 0.553 there, 0.636 -> 0.598 on the samples): answers decide.
+    # retrieval, but the extractive answers read from it are worse there and on the samples
+    # (benchmarks/results/topics.md): answers decide, 0.5 stays.
     hub_penalty: float = Field(default=0.5, ge=0)
     # Passages sharing this share of word 4-grams are one passage (copies of a wire story);
     # the copies' articles ride along as extra sources. 1.0 collapses only identical text.
