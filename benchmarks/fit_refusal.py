@@ -275,10 +275,11 @@ def objective(m: dict[str, float]) -> float:
     return sum(0.0 if p != p else p for p in parts)
 
 
-def fit(rows: Sequence[Row], base: refusal.RefusalModel,
-        threshold: float | None = None) -> refusal.RefusalModel:
+def fit(rows: Sequence[Row], base: refusal.RefusalModel, threshold: float | None = None,
+        threshold_by: str = "pooled") -> refusal.RefusalModel:
     """Weights by logistic regression over the questions the hard checks let through, then the
-    threshold that maximises refusal accuracy + (1 - false refusals) on the same rows."""
+    threshold that maximises `objective` on the same rows (`threshold_by` "pooled"), or the
+    median of those best without each training topic ("inner-median"); `threshold` fixes it."""
     soft = [r for r in rows if not r.hard]
     x = np.array([r.features for r in soft], dtype=float)
     y = np.array([1.0 if r.question.answerable else 0.0 for r in soft])
@@ -288,7 +289,7 @@ def fit(rows: Sequence[Row], base: refusal.RefusalModel,
     model = replace(base, weights=tuple(float(v) for v in w), bias=b)
     if threshold is not None:
         return replace(model, threshold=threshold)
-    if THRESHOLD_BY == "pooled":
+    if threshold_by == "pooled":
         return replace(model, threshold=best_threshold(rows, model))
     # The median of the thresholds best without each training topic in turn: the pooled best
     # moves with a question or two (0.05 in one fold, 0.3 in the next).
@@ -298,8 +299,6 @@ def fit(rows: Sequence[Row], base: refusal.RefusalModel,
     inner = [best_threshold([r for r in rows if r.topic != u], model) for u in topics]
     return replace(model, threshold=float(np.median(inner)))
 
-
-THRESHOLD_BY = "pooled"
 
 
 def best_threshold(rows: Sequence[Row], model: refusal.RefusalModel) -> float:
@@ -362,8 +361,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    global THRESHOLD_BY
-    THRESHOLD_BY = args.threshold_by
     replays = replay_answerers(args)
     topics = [t for t, _ in replays]
     rows: list[Row] = []
@@ -386,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         test = [r for r in rows if r.topic == t.name]
         train = [r for r in rows if r.topic != t.name] or test
-        model = fit(train, base, args.threshold)
+        model = fit(train, base, args.threshold, args.threshold_by)
         report["topics"][t.name] = {"held_out": scores(test, model),
                                     "train": scores(train, model),
                                     "model": {"weights": model.weights, "bias": model.bias,
@@ -403,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["current_pooled"] = scores([r for r in rows if r.topic not in train_only], base)
     report["calibration_held_out"] = calibration(held_probs, held_labels)
 
-    final = fit(rows, base, args.threshold)
+    final = fit(rows, base, args.threshold, args.threshold_by)
     report["questions"] = [
         {"topic": r.topic, "id": r.question.id, "lang": r.question.lang,
          "answerable": r.question.answerable, "hard": r.hard, "reasons": r.reasons,

@@ -179,6 +179,20 @@ def test_chroma_files_live_under_index_dir(settings_factory, hash_embedder, seed
     assert (Path(s.index_dir) / "chroma.sqlite3").exists()
 
 
+def test_warm_reads_the_dictionaries_even_past_max_chunks(settings_factory, hash_embedder,
+                                                         seeds_copy, tmp_path):
+    from tests.test_dictionary import ENG_BUL, write_pair
+
+    dicts = tmp_path / "dictd"
+    dicts.mkdir()
+    write_pair(dicts, "freedict-eng-bul", ENG_BUL)
+    pipe = build_pipeline(settings_factory(data_dir=seeds_copy, dictionary_dir=str(dicts)),
+                          embedder=hash_embedder)
+    pipe.index()
+    pipe.warm(background=False, max_chunks=0)  # too big a corpus to pre-embed
+    assert pipe.answerer.dictionaries._loaded and pipe.answerer.dictionaries.get("en")
+
+
 def test_warm_loads_models_and_pre_embeds_sentences(settings_factory, hash_embedder, seeds_copy):
     pipe = build_pipeline(settings_factory(data_dir=seeds_copy), embedder=hash_embedder)
     pipe.index()
