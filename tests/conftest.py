@@ -52,7 +52,11 @@ class HashEmbedder:
 @pytest.fixture(autouse=True)
 def no_installed_dictionaries(monkeypatch):
     """Whether Debian's FreeDict packages are installed must not change what a test sees:
-    tests that want dictionaries build them (tests/test_dictionary.py)."""
+    tests that want dictionaries build them (tests/test_dictionary.py). Nor may the settings of
+    the shell that runs the tests (a developer's RAG_EMBED_CACHE or RAG_TOP_K): tests set what
+    they need themselves."""
+    for name in [n for n in os.environ if n.startswith("RAG_") and n != "RAG_SETTINGS_FILE"]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("RAG_DICTIONARY_DIR", "")
 
 

@@ -58,6 +58,20 @@ def test_glued_sentences_are_split():
     assert len(split_sentences("McDonald sold it in 2022 г. to the buyer.")) == 1
 
 
+def test_initials_and_title_abbreviations_do_not_end_a_sentence():
+    # A quote cut after "Св." or an initial loses the name it was about.
+    for text in ("Ваксинацията беше извършена в болница „Св. Анна“. Тя е добре.",
+                 "Препаратът е на центъра „Н.Ф. Гамалея“. Друго.",
+                 "The report was written by J. Smith for the agency. He left.",
+                 "Це заявив ген. Залужний під час брифінгу. Далі."):
+        pieces = split_sentences(text)
+        assert len(pieces) == 2, pieces
+        assert "".join(pieces) == text
+    # A sentence ending in a lower-case one-letter word, or a long capitalised word, still ends.
+    assert len(split_sentences("Тя отиде в болницата. Анна остана.")) == 2
+    assert len(split_sentences("Говорил је Smith. Anna je otišla.")) == 2
+
+
 def test_ids_are_deterministic_and_unique():
     a = [c.id for _, cs in all_chunks() for c in cs]
     b = [c.id for _, cs in all_chunks() for c in cs]

@@ -31,6 +31,9 @@ _GLUED_PERIOD = re.compile(rf"(?<=[{_LOWER}]{{2}}[.!?])(?=[{_UPPER}][{_LOWER}])"
 _ABBREV = re.compile(
     r"(?:\b(?:" + "|".join(sorted(map(re.escape, lang_packs.words("abbreviations")), key=len,
                                     reverse=True)) + r")\.)$", re.I)
+# An initial ("Н.Ф. Гамалеи", "J. Smith"): one capital letter standing alone before the period.
+# A sentence rarely ends with one ("plan B."), a name cut after its initial often would.
+_INITIAL = re.compile(rf"(?:^|[^\w])[{_UPPER}]\.$")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -54,7 +57,7 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
                 # window decides the same as the whole prefix, in constant time (a whole-prefix
                 # copy per boundary made one long line quadratic).
                 before = segment[max(0, m.start() - 16): m.start()]
-                if rx is _BOUNDARY and _ABBREV.search(before):
+                if rx is _BOUNDARY and (_ABBREV.search(before) or _INITIAL.search(before)):
                     continue
                 cuts.add(ls + m.end() if rx is _BOUNDARY else ls + m.start())
         ordered = sorted(cuts)
