@@ -81,6 +81,23 @@ def test_how_many_needs_a_number_next_to_the_counted_thing():
     assert none.refuse and any("quantity" in r for r in none.reasons)
 
 
+def test_a_number_in_the_questions_language_must_stand_next_to_the_counted_word():
+    """"How many votes did X get?" is not answered by "100 senators" in an article of the
+    question's language, where "votes" would have been written if it were; in another language
+    the counted word is translated, so a number in digits may answer it."""
+    senate = ("Republican Pat Toomey, who beat the Democratic candidate Katie McGinty in "
+              "Pennsylvania, took the deciding seat of the 100-member Senate.")
+    q = "How many votes did Katie McGinty get in Pennsylvania?"
+    same = _decide(q, "en", [("a", "en", senate)])
+    assert same.refuse and any("quantity" in r for r in same.reasons), same.reasons
+    voted = _decide(q, "en", [("a", "en", senate.replace(
+        "took the deciding seat", "won 2,951,702 votes to her 2,865,012 and took the seat"))])
+    assert not voted.refuse, voted.reasons
+    other = _decide(q, "en", [("a", "uk", "Кеті МакҐінті в Пенсильванії набрала 2 865 012 "
+                                          "голосів виборців.")])
+    assert not other.refuse, other.reasons
+
+
 def test_when_needs_a_date_on_two_topics():
     invited = _decide("Kada je Kim pozvao Putina?", "sr", [("a", "uk", INVITED)])
     assert not invited.refuse, invited.reasons

@@ -146,10 +146,13 @@ def _evidence_text(ev: Evidence) -> str:
     return " ".join(p for p in (ev.context_before, ev.sentence.text, ev.context_after) if p)
 
 
-def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
+def _counted_near_number(counted: Sequence[Term], text: str, span: int,
+                         same_language: bool = False) -> bool:
     """A number in `text` that counts the thing asked about: when a counted term is spelled
-    alike in the text, a number must stand within `span` tokens of it; when none is (another
-    language), any number that is not a year or a date will do."""
+    alike in the text, a number must stand within `span` tokens of it; when none is, any number
+    in digits that is not a year or a date will do if the text is in another language than the
+    question (the counted word is translated there), and none if it is in the same language
+    ("how many votes" is not answered by "100 senators")."""
     toks = tokens(text)
     unified = unify(text)
     numbers = [i for i, t in enumerate(toks)
@@ -167,7 +170,8 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int) -> bool:
     if not where:
         # The counted thing is written in another language: only a number in digits counts
         # ("одна з країн", "one of the countries" count nothing).
-        return any(toks[i].norm[:1].isdigit() for i in numbers)
+        return not (same_language and counted) and any(toks[i].norm[:1].isdigit()
+                                                       for i in numbers)
     return any(abs(i - n) <= span for i in where for n in numbers)
 
 
@@ -200,7 +204,8 @@ def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
     if not satisfies(answer_type, text):
         return False
     if answer_type == QUANTITY:
-        return _counted_near_number(analysis.counted, ev.sentence.text, count_span)
+        return _counted_near_number(analysis.counted, ev.sentence.text, count_span,
+                                    same_language=ev.sentence.language == analysis.language)
     return True
 
 
