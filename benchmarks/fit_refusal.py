@@ -162,16 +162,11 @@ def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list
     from rag.pipeline import build_pipeline
     from rag.settings import load_settings
 
-    # Every setting that changes what is retrieved: a cache made with others is stale.
+    # Every setting that changes what is retrieved, and the index itself (re-built when the
+    # chunking changes): a cache made with others is stale.
     current = load_settings()
     retrieval = {f: getattr(current, f) for f in RETRIEVAL_SETTINGS}
     context_chunks = current.context_chunks
-    path = cache / f"{topic.name}.retrieved.json"
-    if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if (data.get("k") == k and data.get("retrieval") == retrieval
-                and set(data["results"]) >= {q.question for q in topic.questions}):
-            return {q: [_load(r) for r in rs] for q, rs in data["results"].items()}
     index_dir = topic.index_dir or cache / f"index-{topic.name}"
     settings = load_settings(index_dir=index_dir, data_dir=topic.corpus, mode="extractive")
     pipe = build_pipeline(settings, embedder=embedder)
@@ -179,15 +174,23 @@ def retrieved_for(topic: Topic, cache: Path, embedder, k: int) -> dict[str, list
         pipe.index(topic.corpus)
     elif not pipe.store.exists():
         raise SystemExit(f"{topic.index_dir} holds no index for topic {topic.name}")
+    index_version = pipe.store.version()
+    path = cache / f"{topic.name}.retrieved.json"
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if (data.get("k") == k and data.get("retrieval") == retrieval
+                and data.get("index") == index_version
+                and set(data["results"]) >= {q.question for q in topic.questions}):
+            return {q: [_load(r) for r in rs] for q, rs in data["results"].items()}
     t0 = time.perf_counter()
     results = {q.question: pipe.retrieve(q.question, k) for q in topic.questions}
     log.warning("%s: retrieved %d questions in %.1f s", topic.name, len(results),
                 time.perf_counter() - t0)
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"k": k, "context_chunks": context_chunks, "retrieval": retrieval,
-                                "results": {q: [_dump(r) for r in rs]
-                                                    for q, rs in results.items()}},
-                               ensure_ascii=False), encoding="utf-8")
+    payload = {"k": k, "context_chunks": context_chunks, "retrieval": retrieval,
+               "index": index_version,
+               "results": {q: [_dump(r) for r in rs] for q, rs in results.items()}}
+    path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
     return results
 
 
