@@ -15,9 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 SEED_FILES = sorted(SEEDS.glob("*.txt"))
 
-# Tests never touch the network or a user's config file.
+# Tests never touch the network or a user's config file, nor read the settings of the shell
+# that runs them (a developer's RAG_EMBED_CACHE or RAG_TOP_K): removed here, before module-scoped
+# fixtures and the servers tests start inherit them, and again before each test.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+for _name in [n for n in os.environ if n.startswith("RAG_")]:
+    del os.environ[_name]
 os.environ["RAG_SETTINGS_FILE"] = str(ROOT / "tests" / "no-such-settings.toml")
 
 
@@ -52,9 +56,8 @@ class HashEmbedder:
 @pytest.fixture(autouse=True)
 def no_installed_dictionaries(monkeypatch):
     """Whether Debian's FreeDict packages are installed must not change what a test sees:
-    tests that want dictionaries build them (tests/test_dictionary.py). Nor may the settings of
-    the shell that runs the tests (a developer's RAG_EMBED_CACHE or RAG_TOP_K): tests set what
-    they need themselves."""
+    tests that want dictionaries build them (tests/test_dictionary.py). A RAG_* variable left
+    behind by an earlier test's own code is removed too."""
     for name in [n for n in os.environ if n.startswith("RAG_") and n != "RAG_SETTINGS_FILE"]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("RAG_DICTIONARY_DIR", "")

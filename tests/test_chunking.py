@@ -70,6 +70,18 @@ def test_initials_and_title_abbreviations_do_not_end_a_sentence():
     # A sentence ending in a lower-case one-letter word, or a long capitalised word, still ends.
     assert len(split_sentences("Тя отиде в болницата. Анна остана.")) == 2
     assert len(split_sentences("Говорил је Smith. Anna je otišla.")) == 2
+    # A function word after the period starts a new sentence, abbreviation or not.
+    for text in ("The talks moved to the U.S. The Pentagon said no.",
+                 "It was the end of World War I. The treaty followed.",
+                 "Всичко е на дневен ред. Той си тръгна."):
+        assert len(split_sentences(text)) == 2, text
+
+
+def test_polish_and_czech_capitals_start_a_sentence():
+    for text in ("Spotkanie odbyło się w Warszawie. Łukasz Kowalski nie przyszedł.",
+                 "Vláda to schválila. Řekl to premiér.",
+                 "Rząd to potwierdził. Świat czeka."):
+        assert len(split_sentences(text)) == 2, text
 
 
 def test_ids_are_deterministic_and_unique():

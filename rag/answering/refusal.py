@@ -191,11 +191,12 @@ def _mentions_a_name(text: str, analysis: QuestionAnalysis) -> bool:
 
 
 def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
-                 count_span: int, passage: str = "") -> bool:
+                 count_span: int, passage: str = "", strict: bool = False) -> bool:
     """Whether evidence holds the asked-for kind of answer, in an article (`passage`: its
     retrieved text) about one of the question's names ("How many votes did McGinty get?" is
     not answered by another candidate's number; "he said two or three times" is, when the
-    article names him)."""
+    article names him). `strict`: a count in the question's own language must stand next to
+    the counted word itself (see `_counted_near_number`)."""
     text = _evidence_text(ev)
     if not _mentions_a_name(f"{passage} {text}", analysis):
         return False
@@ -205,7 +206,8 @@ def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
         return False
     if answer_type == QUANTITY:
         return _counted_near_number(analysis.counted, ev.sentence.text, count_span,
-                                    same_language=ev.sentence.language == analysis.language)
+                                    same_language=strict
+                                    and ev.sentence.language == analysis.language)
     return True
 
 
@@ -302,13 +304,19 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
                 for c in sorted(selection.ranked, key=lambda c: -c.relevance)[:RELEVANT_DEPTH]}
     typed: list[int] = []
     for t in wanted:
-        hits = [ev.n for ev in selection.evidence
+        hits = [ev for ev in selection.evidence
                 if (ev.sentence.source, ev.sentence.start) in relevant
                 and answers_type(t, ev, analysis, model.count_span,
                                  " ".join(articles.get(ev.sentence.source, ())))]
         if not hits:
             reasons.append(f"no {t} in the evidence")
-        typed.extend(h for h in hits if h not in typed)
+        # Quoted first: a sentence that counts the very thing asked, when one does. The check
+        # above stays lenient: the same thing may be counted under another word ("people
+        # killed" / "20 civilians").
+        exact = [ev for ev in hits
+                 if answers_type(t, ev, analysis, model.count_span,
+                                 " ".join(articles.get(ev.sentence.source, ())), strict=True)]
+        typed.extend(ev.n for ev in (exact or hits) if ev.n not in typed)
 
     feats = features(selection, analysis, sum(n not in multi for n in missing))
     p = model.probability(feats)

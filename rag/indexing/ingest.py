@@ -26,7 +26,7 @@ EXTENSIONS = (".txt", ".md")
 # article's passages are, so that `rag index` re-processes files whose bytes did not change
 # instead of keeping passages cut by the old rules. (Vectors of unchanged passage texts come
 # back from the embedding cache when one is configured.)
-PROCESSING_VERSION = "clean-4"
+PROCESSING_VERSION = "clean-5"
 
 
 def content_hash(raw: bytes) -> str:

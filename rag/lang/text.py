@@ -13,10 +13,10 @@ from collections.abc import Iterable
 
 from rag import lang as lang_packs
 
-# Lower/upper case letters of the scripts in the corpus (Latin incl. Serbian diacritics, Cyrillic
-# incl. Macedonian, Serbian and Ukrainian letters).
-_LOWER = "a-zčćđšžа-яёіїєґјљњћџђѓќѕ"
-_UPPER = "A-ZČĆĐŠŽА-ЯЁІЇЄҐЈЉЊЋЏЂЃЌЅ"
+# Lower/upper case letters of the scripts in the corpus (Latin incl. Serbian, Polish, Czech and
+# Slovak letters, Cyrillic incl. Macedonian, Serbian and Ukrainian letters).
+_LOWER = "a-zčćđšžąęłńóśźżáéíúůýďěňřťäôĺľŕа-яёіїєґјљњћџђѓќѕ"
+_UPPER = "A-ZČĆĐŠŽĄĘŁŃÓŚŹŻÁÉÍÚŮÝĎĚŇŘŤÄÔĹĽŔА-ЯЁІЇЄҐЈЉЊЋЏЂЃЌЅ"
 
 # A sentence ends at . ! ? … (plus closing quotes/brackets) followed by whitespace and a capital,
 # digit or opening quote.
@@ -38,6 +38,14 @@ _INITIAL = re.compile(rf"(?:^|[^\w])[{_UPPER}]\.$")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+def _starts_with_function_word(segment: str, at: int) -> bool:
+    """Whether the text at `at` begins with a function word ("The", "Той", "Pak"): after an
+    abbreviation or an initial that makes it a new sentence ("World War I. The ..."), where a
+    name ("ген. Мутафчийски", "J. Smith") continues the same one."""
+    m = _WORD.search(segment, at, at + 40)
+    return bool(m and m.group().casefold() in STOPWORDS)
+
+
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Split text[start:end] into sentence spans (absolute offsets), trimmed of whitespace.
 
@@ -53,11 +61,12 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
         segment = text[ls:le]
         for rx in (_BOUNDARY, _GLUED_WORDS, _GLUED_PERIOD):
             for m in rx.finditer(segment):
-                # _ABBREV is anchored at the end and its longest word is 5 characters: a short
+                # _ABBREV is anchored at the end and its longest word is 4 characters: a short
                 # window decides the same as the whole prefix, in constant time (a whole-prefix
                 # copy per boundary made one long line quadratic).
                 before = segment[max(0, m.start() - 16): m.start()]
-                if rx is _BOUNDARY and (_ABBREV.search(before) or _INITIAL.search(before)):
+                if (rx is _BOUNDARY and (_ABBREV.search(before) or _INITIAL.search(before))
+                        and not _starts_with_function_word(segment, m.end())):
                     continue
                 cuts.add(ls + m.end() if rx is _BOUNDARY else ls + m.start())
         ordered = sorted(cuts)
