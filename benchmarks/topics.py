@@ -252,12 +252,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--topics", help="comma-separated topics (default: every question set)")
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     ap.add_argument("--no-baseline", action="store_true", help="skip the naive pipeline")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="report file (default: results/topics.md, or topics-max60.md etc. "
+                         "with --max-files, so a sample run never replaces the whole-folder "
+                         "report)")
     ap.add_argument("--max-files", type=int, default=0,
                     help="sample larger topic folders down to N files (0: whole folders)")
     ap.add_argument("--prepare-only", action="store_true",
                     help="index the topics (and embed the baseline) without running the grid")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = (DEFAULT_OUT.with_name(f"topics-max{args.max_files}.md")
+                    if args.max_files else DEFAULT_OUT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("httpx", "chromadb", "bm25s", "rag"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
