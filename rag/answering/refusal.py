@@ -150,9 +150,9 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int,
                          same_language: bool = False) -> bool:
     """A number in `text` that counts the thing asked about: when a counted term is spelled
     alike in the text, a number must stand within `span` tokens of it; when none is, any number
-    in digits that is not a year or a date will do if the text is in another language than the
-    question (the counted word is translated there), and none if it is in the same language
-    ("how many votes" is not answered by "100 senators")."""
+    in digits that is not a year or a date will do (the counted word may be translated, or said
+    with another word), unless `same_language` asks for the counted word itself ("how many
+    votes" is then not answered by "100 senators")."""
     toks = tokens(text)
     unified = unify(text)
     numbers = [i for i, t in enumerate(toks)
@@ -168,8 +168,8 @@ def _counted_near_number(counted: Sequence[Term], text: str, span: int,
     where = [i for i, t in enumerate(toks)
              if any(k[:4] in heads for k in stems(t.norm)) or fold(t.norm).startswith(forms)]
     if not where:
-        # The counted thing is written in another language: only a number in digits counts
-        # ("одна з країн", "one of the countries" count nothing).
+        # The counted thing is written in another language or with another word: only a
+        # number in digits counts ("одна з країн", "one of the countries" count nothing).
         return not (same_language and counted) and any(toks[i].norm[:1].isdigit()
                                                        for i in numbers)
     return any(abs(i - n) <= span for i in where for n in numbers)
@@ -191,12 +191,11 @@ def _mentions_a_name(text: str, analysis: QuestionAnalysis) -> bool:
 
 
 def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
-                 count_span: int, passage: str = "", strict: bool = False) -> bool:
+                 count_span: int, passage: str = "") -> bool:
     """Whether evidence holds the asked-for kind of answer, in an article (`passage`: its
     retrieved text) about one of the question's names ("How many votes did McGinty get?" is
     not answered by another candidate's number; "he said two or three times" is, when the
-    article names him). `strict`: a count in the question's own language must stand next to
-    the counted word itself (see `_counted_near_number`)."""
+    article names him)."""
     text = _evidence_text(ev)
     if not _mentions_a_name(f"{passage} {text}", analysis):
         return False
@@ -205,9 +204,7 @@ def answers_type(answer_type: str, ev: Evidence, analysis: QuestionAnalysis,
     if not satisfies(answer_type, text):
         return False
     if answer_type == QUANTITY:
-        return _counted_near_number(analysis.counted, ev.sentence.text, count_span,
-                                    same_language=strict
-                                    and ev.sentence.language == analysis.language)
+        return _counted_near_number(analysis.counted, ev.sentence.text, count_span)
     return True
 
 
@@ -314,8 +311,9 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
         # above stays lenient: the same thing may be counted under another word ("people
         # killed" / "20 civilians").
         exact = [ev for ev in hits
-                 if answers_type(t, ev, analysis, model.count_span,
-                                 " ".join(articles.get(ev.sentence.source, ())), strict=True)]
+                 if _counted_near_number(analysis.counted, ev.sentence.text, model.count_span,
+                                         same_language=ev.sentence.language == analysis.language)
+                 ] if t == QUANTITY else hits
         typed.extend(ev.n for ev in (exact or hits) if ev.n not in typed)
 
     feats = features(selection, analysis, sum(n not in multi for n in missing))
