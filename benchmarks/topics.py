@@ -247,6 +247,14 @@ def describe(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
+def report_path(out: Path | None, max_files: int) -> Path:
+    """Where the report goes: `out` when given, else topics.md for whole folders and
+    topics-max<N>.md for a sample, so a sample run never replaces the whole-folder report."""
+    if out is not None:
+        return out
+    return DEFAULT_OUT.with_name(f"topics-max{max_files}.md") if max_files else DEFAULT_OUT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--topics", help="comma-separated topics (default: every question set)")
@@ -261,9 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--prepare-only", action="store_true",
                     help="index the topics (and embed the baseline) without running the grid")
     args = ap.parse_args(argv)
-    if args.out is None:
-        args.out = (DEFAULT_OUT.with_name(f"topics-max{args.max_files}.md")
-                    if args.max_files else DEFAULT_OUT)
+    args.out = report_path(args.out, args.max_files)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("httpx", "chromadb", "bm25s", "rag"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,6 +1,7 @@
-"""The answer benchmarks replay cached retrieval (benchmarks/fit_refusal.py `retrieved_for`): the
-cache must not outlive the index it was read from, or a re-chunked corpus is measured on its old
-passages."""
+"""Benchmark bookkeeping that a wrong figure would hide: the answer benchmarks replay cached
+retrieval (benchmarks/fit_refusal.py `retrieved_for`), and that cache must not outlive the index it
+was read from, or a re-chunked corpus is measured on its old passages; the retrieval benchmark's
+sample runs write their own report."""
 
 from __future__ import annotations
 
@@ -36,3 +37,12 @@ def test_cached_retrieval_is_stale_once_the_index_changes(seeds_copy, hash_embed
                        encoding="utf-8")
     fresh = fit_refusal.retrieved_for(topic, cache, hash_embedder, 5)
     assert any(len(rs) > 1 for rs in fresh.values())
+
+
+def test_a_sample_run_of_the_retrieval_benchmark_never_replaces_the_whole_folder_report(tmp_path):
+    import topics
+
+    whole = topics.report_path(None, 0)
+    assert whole == topics.DEFAULT_OUT
+    assert topics.report_path(None, 60) == whole.with_name("topics-max60.md") != whole
+    assert topics.report_path(tmp_path / "r.md", 60) == tmp_path / "r.md"
