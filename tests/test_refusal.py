@@ -68,6 +68,25 @@ def test_names_match_across_scripts_and_spellings(question, lang):
     assert not any("not in the articles" in r for r in d.reasons), d.reasons
 
 
+# Names as the Polish, Czech and Slovenian articles write them, asked in another script.
+VERON = "Nicolas Véron, ekonomist pri bruseljskem možganskem trustu Bruegel, je dejal, da ..."
+KUCZ = "Prezes Agencji Rezerw Materiałowych Michał Kuczmierowski poinformował o dostawie."
+DVORAK = "Ministr Lubomír Dvořák řekl, že očkování začne v pondělí."
+
+
+@pytest.mark.parametrize("question,lang,text", [
+    ("Каде работи економистот Никола Верон?", "mk", VERON),
+    ("Кой е Михал Кучмеровски?", "bg", KUCZ),
+    ("Що сказав Любомир Дворжак?", "uk", DVORAK),
+    ("What did Lubomir Dvorak say?", "en", DVORAK),
+])
+def test_accented_and_polish_spellings_of_a_name_are_found(question, lang, text):
+    # é, ř, ł lose their marks and Polish cz/sz/rz read as ч/ш/ж; before, these names were
+    # "not in the articles" and the question was refused.
+    d = _decide(question, lang, [("a", "pl", text)])
+    assert not any("not in the articles" in r for r in d.reasons), d.reasons
+
+
 def test_naming_the_source_article_is_not_a_name_to_find():
     assert not analyse("What does the Serbian article say about missiles?", "en").names
 

@@ -52,8 +52,10 @@ def tokens(text: str) -> list[Token]:
 # Spelling keys
 # --------------------------------------------------------------------------------------------
 
-# English (and other plain-Latin) spellings of the sounds latin_key writes with one letter.
-_DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
+# English and Polish spellings of the sounds latin_key writes with one letter (sh/sz → ш,
+# ch/cz → ч, zh/rz → ж).
+_DIGRAPHS = (("sh", "s"), ("sz", "s"), ("ch", "c"), ("cz", "c"), ("zh", "z"), ("rz", "z"),
+             ("kh", "h"))
 # j/y/й/ј/і all become "i" so that Yanukovych (English) meets Янукович.
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
 _DOUBLE = re.compile(r"(.)\1+")
@@ -86,8 +88,11 @@ def stem(word: str) -> str:
 
 def _readings(word: str) -> set[str]:
     """The word, plus English readings of a plain-Latin word: "j" as in Jones/Џонс/Džons and a
-    hard "c" as in director/директор."""
+    hard "c" as in director/директор; and the Cyrillic reading of Czech ř."""
     out = {word}
+    # Czech ř is written рж in Cyrillic (Dvořák/Дворжак) and r in English (Dvorak).
+    if "ř" in word:
+        out.add(word.replace("ř", "rž"))
     if word.isascii() and not word.isdigit():
         out.add(word.replace("j", "dž").replace("ck", "k").replace("c", "k"))
         out.add(word.replace("c", "k"))

@@ -147,9 +147,28 @@ def serbian_to_cyrillic(text: str) -> str:
     return lang_packs.serbian_to_cyrillic(text)
 
 
+# Latin letters that carry no combining mark to strip (Polish ł is one letter, not l + mark).
+_PLAIN = str.maketrans({"ł": "l", "ø": "o", "ß": "ss", "æ": "ae", "œ": "oe", "ı": "i"})
+
+
 def latin_key(word: str) -> str:
-    """Script-neutral spelling of one normalised (case-folded) word, for lexical matching."""
-    return word.translate(_LATIN_KEY)
+    """Script-neutral spelling of one normalised (case-folded) word, for lexical matching.
+
+    The Cyrillic letters and the Serbian/Croatian Latin ones map through `_LATIN_KEY`; any other
+    accented Latin letter loses its accent (Polish ó ą ś ż, Czech ř ě ů ý, French é), so that
+    Véron meets Верон and Górka meets Горка."""
+    key = word.translate(_LATIN_KEY)
+    if key.isascii():
+        return key
+    return _strip_marks(key)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _strip_marks(key: str) -> str:
+    bare = "".join(c for c in unicodedata.normalize("NFD", key.translate(_PLAIN))
+                   if not unicodedata.combining(c))
+    # A Cyrillic letter with a mark (ѝ) is a plain one now: map it as well.
+    return bare.translate(_LATIN_KEY)
 
 
 # Closed-class words (pronouns, interrogatives, prepositions, conjunctions, auxiliaries) of

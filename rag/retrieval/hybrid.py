@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 _WORD = re.compile(r"\w+")
 
 # Bump when `bm25_tokens` or the hubness computation changes: persisted caches then rebuild.
-CACHE_VERSION = f"bm25-latinkey{BM25_PREFIX}+hub1"
+CACHE_VERSION = f"bm25-latinkey{BM25_PREFIX}+marks+hub1"
 # Neighbours averaged for a passage's hubness, and the reference sample size above which the
 # neighbours are looked for in a fixed random sample instead of the whole corpus (O(N·S), not N²).
 HUB_NEIGHBOURS = 10
