@@ -18,6 +18,7 @@ from rag.answering.evidence import (
 )
 from rag.answering.kinds import (
     AGE,
+    BIRTH,
     DATE,
     MONEY,
     QUANTITY,
@@ -195,6 +196,9 @@ def test_answer_types_asked_first_are_the_main_ask():
     assert asked_types("Kada je ruska vojska dobila dronove?")[0] == [TIME]
     assert asked_types("Скільки танків Росія передала?")[0] == [QUANTITY]
     assert asked_types("Where did they meet?") == ([], [])
+    # A birth word after a hyphen describes someone; it does not ask about a birth.
+    assert asked_types("What is the name of his German-born wife?") == ([], [])
+    assert asked_types("Where was his wife born?") == ([BIRTH], [BIRTH])
 
 
 @pytest.mark.parametrize("kind,text,ok", [

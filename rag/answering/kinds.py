@@ -81,8 +81,21 @@ def asked_types(question: str) -> tuple[list[str], list[str]]:
     comes first."""
     q = normalize(question)
     cut = m.start() if (m := _SECOND_ASK.search(q)) else len(q)
-    found = sorted((m.start(), t) for t in _TYPES if (rx := _asks(t)) and (m := rx.search(q)))
+    found = sorted((at, t) for t in _TYPES if (at := _asked_at(t, q)) is not None)
     return [t for at, t in found if at < cut], [t for _, t in found]
+
+
+def _asked_at(answer_type: str, q: str) -> int | None:
+    """Where in the normalised question `answer_type` is asked (None: it is not). A birth word
+    after a hyphen describes someone ("his German-born wife"); it does not ask where or when
+    anyone was born."""
+    rx = _asks(answer_type)
+    if rx is None:
+        return None
+    for m in rx.finditer(q):
+        if not (answer_type == BIRTH and m.start() > 0 and q[m.start() - 1] in "-‑"):
+            return m.start()
+    return None
 
 
 def is_calendar_word(word: str) -> bool:
