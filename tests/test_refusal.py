@@ -79,12 +79,21 @@ DVORAK = "Ministr Lubomír Dvořák řekl, že očkování začne v pondělí."
     ("Кой е Михал Кучмеровски?", "bg", KUCZ),
     ("Що сказав Любомир Дворжак?", "uk", DVORAK),
     ("What did Lubomir Dvorak say?", "en", DVORAK),
+    # A short surname in another case: Serbian dative "Diru" of the Czech "Diro".
+    ("Šta je rekao portparol Miroslavu Diru?", "sr", "mluvčí komory Miroslav Diro řekl, že ..."),
 ])
 def test_accented_and_polish_spellings_of_a_name_are_found(question, lang, text):
     # é, ř, ł lose their marks and Polish cz/sz/rz read as ч/ш/ж; before, these names were
     # "not in the articles" and the question was refused.
     d = _decide(question, lang, [("a", "pl", text)])
     assert not any("not in the articles" in r for r in d.reasons), d.reasons
+
+
+def test_a_short_surname_keeps_its_other_letters_apart():
+    # Only the case ending goes: "Diro" is not "Dara", and a three-letter name stays whole.
+    d = _decide("Šta je rekao portparol Miroslavu Diru?", "sr",
+                [("a", "cs", "mluvčí komory Miroslav Dara řekl, že ...")])
+    assert "'Miroslavu Diru' is not in the articles" in d.reasons
 
 
 def test_naming_the_source_article_is_not_a_name_to_find():

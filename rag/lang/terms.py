@@ -195,6 +195,15 @@ def term_set(text: str, lang: str | None = None) -> frozenset[str]:
     return frozenset(keys)
 
 
+def _short_root(reading: str) -> str | None:
+    """A short name's root without its case ending: the stem of a 4-5 letter word keeps the
+    ending ("Diru", dative, against "Diro"), a longer word's 5-letter stem already drops it."""
+    f = fold(reading)
+    if 4 <= len(f) <= 5 and f[-1] in "aeiou" and f.isalpha():
+        return f[:-1]
+    return None
+
+
 @functools.lru_cache(maxsize=50_000)
 def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
     """Keys of the capitalised words of `text` (stems and consonant skeletons): what a name
@@ -205,6 +214,8 @@ def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
         if t.text[:1].isupper() or t.text[:1].isdigit():
             for r in _readings(t.norm):
                 keys.add(stem(r))
+                if root := _short_root(r):
+                    keys.add(root)
                 sk = skeleton(r)
                 # Every prefix from 3 consonants: inflection adds endings (Кенедијем → kndm).
                 keys.update("~" + sk[:n] for n in range(3, len(sk) + 1))
@@ -216,6 +227,8 @@ def name_token_keys(word: str) -> frozenset[str]:
     need 3+ consonants: "Li" or "Kan" would match too much by consonants alone."""
     keys = set(stems(word))
     for r in _readings(word):
+        if root := _short_root(r):
+            keys.add(root)
         sk = skeleton(r)
         if len(sk) >= 3:
             keys.add("~" + sk)
