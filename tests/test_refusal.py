@@ -89,6 +89,18 @@ def test_accented_and_polish_spellings_of_a_name_are_found(question, lang, text)
     assert not any("not in the articles" in r for r in d.reasons), d.reasons
 
 
+def test_a_name_derived_with_a_suffix_is_found_by_its_consonants():
+    # Serbian "Bajdenova pobeda" (Biden's victory) is about the Bajden/Байдън of the articles;
+    # a one-word name no passage has lowers the score, so it must not count as missing.
+    text = "Евентуална победа на Джо Байдън би ускорила свиването на дела на въглищата."
+    sel, analysis = _sel("Ko je rekao da bi Bajdenova pobeda ubrzala gašenje uglja?", "sr",
+                         [("a", "bg", text)])
+    assert "Bajdenova" not in refusal.missing_names(sel, analysis, None, 1.01)
+    sel, analysis = _sel("Ko je rekao da bi Bernardova pobeda ubrzala gašenje uglja?", "sr",
+                         [("a", "bg", text)])
+    assert "Bernardova" in refusal.missing_names(sel, analysis, None, 1.01)
+
+
 def test_a_short_surname_keeps_its_other_letters_apart():
     # Only the case ending goes: "Diro" is not "Dara", and a three-letter name stays whole.
     d = _decide("Šta je rekao portparol Miroslavu Diru?", "sr",

@@ -232,6 +232,10 @@ def name_token_keys(word: str) -> frozenset[str]:
         sk = skeleton(r)
         if len(sk) >= 3:
             keys.add("~" + sk)
+        # A derived or inflected form adds a consonant ("Bajdenova" of Bajden/Байдън): the
+        # skeleton without its last one, still 3+ consonants, is looked for too.
+        if len(sk) >= 4:
+            keys.add("~" + sk[:-1])
     return frozenset(keys)
 
 
