@@ -89,16 +89,17 @@ def test_accented_and_polish_spellings_of_a_name_are_found(question, lang, text)
     assert not any("not in the articles" in r for r in d.reasons), d.reasons
 
 
-def test_a_name_derived_with_a_suffix_is_found_by_its_consonants():
-    # Serbian "Bajdenova pobeda" (Biden's victory) is about the Bajden/Байдън of the articles;
-    # a one-word name no passage has lowers the score, so it must not count as missing.
-    text = "Евентуална победа на Джо Байдън би ускорила свиването на дела на въглищата."
-    sel, analysis = _sel("Ko je rekao da bi Bajdenova pobeda ubrzala gašenje uglja?", "sr",
-                         [("a", "bg", text)])
-    assert "Bajdenova" not in refusal.missing_names(sel, analysis, None, 1.01)
-    sel, analysis = _sel("Ko je rekao da bi Bernardova pobeda ubrzala gašenje uglja?", "sr",
-                         [("a", "bg", text)])
-    assert "Bernardova" in refusal.missing_names(sel, analysis, None, 1.01)
+@pytest.mark.parametrize("question,lang,text", [
+    # A name sharing only its first consonants with a word of the passage is not there.
+    ("What did Angela Merkel say about the union?", "en", "Марк Рюте заяви, че съюзът е силен."),
+    ("What did Kim Jong Un say about the missiles?", "en", KIRBY),
+    # A short name's root is no common word's stem: Дени is not день (day), Мира not мир.
+    ("Кој е Сам Дени?", "mk", "В этот день Москва объявила о переговорах."),
+    ("Кой е Иван Мира?", "bg", "Москва хочет мир, заявил Иван Петров."),
+])
+def test_a_name_is_not_found_in_a_word_that_only_resembles_it(question, lang, text):
+    d = _decide(question, lang, [("a", "bg", text)])
+    assert any("not in the articles" in r for r in d.reasons), d.reasons
 
 
 def test_a_short_surname_keeps_its_other_letters_apart():

@@ -93,7 +93,7 @@ def _asked_at(answer_type: str, q: str) -> int | None:
     if rx is None:
         return None
     for m in rx.finditer(q):
-        if not (answer_type == BIRTH and m.start() > 0 and q[m.start() - 1] in "-‑"):
+        if not (answer_type == BIRTH and m.start() > 0 and q[m.start() - 1] in "-‑–"):
             return m.start()
     return None
 

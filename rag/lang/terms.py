@@ -52,10 +52,12 @@ def tokens(text: str) -> list[Token]:
 # Spelling keys
 # --------------------------------------------------------------------------------------------
 
-# English and Polish spellings of the sounds latin_key writes with one letter (sh/sz → ш,
-# ch/cz → ч, zh/rz → ж).
-_DIGRAPHS = (("sh", "s"), ("sz", "s"), ("ch", "c"), ("cz", "c"), ("zh", "z"), ("rz", "z"),
-             ("kh", "h"))
+# English spellings of the sounds latin_key writes with one letter (sh → ш, ch → ч, zh → ж).
+_DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
+# Polish spells them sz, cz, rz. Only in words written in Latin letters: in a Cyrillic word
+# the same letters are two sounds (бърза, Мирзоян, Дзержинский).
+_LATIN_DIGRAPHS = (("sz", "s"), ("cz", "c"), ("rz", "z"))
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 # j/y/й/ј/і all become "i" so that Yanukovych (English) meets Янукович.
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
 _DOUBLE = re.compile(r"(.)\1+")
@@ -71,10 +73,11 @@ STEM_CHARS = 5
 
 
 def fold(word: str) -> str:
-    """Script-independent skeleton of one case-folded word: `latin_key`, then English digraphs
-    and letters mapped onto the same key, doubled letters collapsed."""
+    """Script-independent skeleton of one case-folded word: `latin_key`, then English (and, in
+    Latin script, Polish) digraphs and letters mapped onto the same key, doubled letters
+    collapsed."""
     w = latin_key(word)
-    for a, b in _DIGRAPHS:
+    for a, b in _DIGRAPHS if _CYRILLIC.search(word) else _DIGRAPHS + _LATIN_DIGRAPHS:
         w = w.replace(a, b)
     return _GLIDE.sub("", _DOUBLE.sub(r"\1", w.translate(_LETTERS)))
 
@@ -90,9 +93,10 @@ def _readings(word: str) -> set[str]:
     """The word, plus English readings of a plain-Latin word: "j" as in Jones/Џонс/Džons and a
     hard "c" as in director/директор; and the Cyrillic reading of Czech ř."""
     out = {word}
-    # Czech ř is written рж in Cyrillic (Dvořák/Дворжак) and r in English (Dvorak).
+    # Czech ř is written рж in Cyrillic (Dvořák/Дворжак) and r in English (Dvorak). Spelled
+    # in Cyrillic here so that the Polish rz → ž folding does not swallow the r.
     if "ř" in word:
-        out.add(word.replace("ř", "rž"))
+        out.add(word.replace("ř", "рж"))
     if word.isascii() and not word.isdigit():
         out.add(word.replace("j", "dž").replace("ck", "k").replace("c", "k"))
         out.add(word.replace("c", "k"))
@@ -197,17 +201,19 @@ def term_set(text: str, lang: str | None = None) -> frozenset[str]:
 
 def _short_root(reading: str) -> str | None:
     """A short name's root without its case ending: the stem of a 4-5 letter word keeps the
-    ending ("Diru", dative, against "Diro"), a longer word's 5-letter stem already drops it."""
+    ending ("Diru", dative, against "Diro"), a longer word's 5-letter stem already drops it.
+    Marked "^": it may match only another name's root, never a common word's stem (Дени is not
+    ден, Mira is not мир)."""
     f = fold(reading)
     if 4 <= len(f) <= 5 and f[-1] in "aeiou" and f.isalpha():
-        return f[:-1]
+        return "^" + f[:-1]
     return None
 
 
 @functools.lru_cache(maxsize=50_000)
 def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
-    """Keys of the capitalised words of `text` (stems and consonant skeletons): what a name
-    asked about can match, in any script."""
+    """Keys of the capitalised words of `text` (stems, short roots and consonant skeletons):
+    what a name asked about can match, in any script."""
     del lang
     keys: set[str] = set()
     for t in tokens(text):
@@ -232,10 +238,6 @@ def name_token_keys(word: str) -> frozenset[str]:
         sk = skeleton(r)
         if len(sk) >= 3:
             keys.add("~" + sk)
-        # A derived or inflected form adds a consonant ("Bajdenova" of Bajden/Байдън): the
-        # skeleton without its last one, still 3+ consonants, is looked for too.
-        if len(sk) >= 4:
-            keys.add("~" + sk[:-1])
     return frozenset(keys)
 
 
