@@ -204,6 +204,7 @@ def test_answer_types_asked_first_are_the_main_ask():
     assert asked_types("Where did they meet?") == ([], [])
     # A birth word after a hyphen describes someone; it does not ask about a birth.
     assert asked_types("What is the name of his German-born wife?") == ([], [])
+    assert asked_types("What is the name of his German–born wife?") == ([], [])  # en dash
     assert asked_types("Where was his wife born?") == ([BIRTH], [BIRTH])
 
 

@@ -56,7 +56,7 @@ def tokens(text: str) -> list[Token]:
 _DIGRAPHS = (("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"))
 # Polish spells them sz, cz, rz. Only in words written in Latin letters: in a Cyrillic word
 # the same letters are two sounds (бърза, Мирзоян, Дзержинский).
-_LATIN_DIGRAPHS = (("sz", "s"), ("cz", "c"), ("rz", "z"))
+_LATIN_DIGRAPHS = _DIGRAPHS + (("sz", "s"), ("cz", "c"), ("rz", "z"))
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 # j/y/й/ј/і all become "i" so that Yanukovych (English) meets Янукович.
 _LETTERS = str.maketrans({"j": "i", "y": "i", "w": "v", "q": "k", "x": "ks"})
@@ -77,7 +77,7 @@ def fold(word: str) -> str:
     Latin script, Polish) digraphs and letters mapped onto the same key, doubled letters
     collapsed."""
     w = latin_key(word)
-    for a, b in _DIGRAPHS if _CYRILLIC.search(word) else _DIGRAPHS + _LATIN_DIGRAPHS:
+    for a, b in _DIGRAPHS if _CYRILLIC.search(word) else _LATIN_DIGRAPHS:
         w = w.replace(a, b)
     return _GLIDE.sub("", _DOUBLE.sub(r"\1", w.translate(_LETTERS)))
 
@@ -199,15 +199,18 @@ def term_set(text: str, lang: str | None = None) -> frozenset[str]:
     return frozenset(keys)
 
 
-def _short_root(reading: str) -> str | None:
-    """A short name's root without its case ending: the stem of a 4-5 letter word keeps the
+def _name_reading_keys(reading: str) -> tuple[str, str | None, str]:
+    """(stem, short root, consonant skeleton) of one reading of a name word, folded once: these
+    run for every capitalised word of every retrieved sentence.
+
+    The short root is a 4-5 letter name without its case ending: such a word's stem keeps the
     ending ("Diru", dative, against "Diro"), a longer word's 5-letter stem already drops it.
     Marked "^": it may match only another name's root, never a common word's stem (Дени is not
     ден, Mira is not мир)."""
     f = fold(reading)
-    if 4 <= len(f) <= 5 and f[-1] in "aeiou" and f.isalpha():
-        return "^" + f[:-1]
-    return None
+    st = reading if _NUMBER.match(reading) else f[:STEM_CHARS]
+    root = "^" + f[:-1] if 4 <= len(f) <= 5 and f[-1] in "aeiou" and f.isalpha() else None
+    return st, root, _DOUBLE.sub(r"\1", _VOWELS.sub("", f))
 
 
 @functools.lru_cache(maxsize=50_000)
@@ -219,10 +222,10 @@ def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
     for t in tokens(text):
         if t.text[:1].isupper() or t.text[:1].isdigit():
             for r in _readings(t.norm):
-                keys.add(stem(r))
-                if root := _short_root(r):
+                st, root, sk = _name_reading_keys(r)
+                keys.add(st)
+                if root:
                     keys.add(root)
-                sk = skeleton(r)
                 # Every prefix from 3 consonants: inflection adds endings (Кенедијем → kndm).
                 keys.update("~" + sk[:n] for n in range(3, len(sk) + 1))
     return frozenset(keys)
@@ -231,11 +234,12 @@ def name_keys(text: str, lang: str | None = None) -> frozenset[str]:
 def name_token_keys(word: str) -> frozenset[str]:
     """Keys one name word of a question may match in `name_keys` of a passage. Skeleton keys
     need 3+ consonants: "Li" or "Kan" would match too much by consonants alone."""
-    keys = set(stems(word))
+    keys: set[str] = set()
     for r in _readings(word):
-        if root := _short_root(r):
+        st, root, sk = _name_reading_keys(r)
+        keys.add(st)
+        if root:
             keys.add(root)
-        sk = skeleton(r)
         if len(sk) >= 3:
             keys.add("~" + sk)
     return frozenset(keys)
