@@ -240,22 +240,6 @@ def test_a_surname_that_is_also_a_word_is_not_found_by_its_translation(tmp_path)
         en).reasons)
 
 
-def test_a_headword_run_is_also_found_word_by_word(tmp_path):
-    """"Military Hospital" is a headword ("лазарет"); a Polish article writes it word by word,
-    "Szpitala Wojskowego", and that must count as well."""
-    write_pair(tmp_path, "freedict-eng-pol", {
-        "military hospital": "military hospital <n>\nlazaret",
-        "military": "military <adj>\nwojskowy", "hospital": "hospital <n>\nszpital"})
-    en = dictionary.load(tmp_path)["en"]
-    question = "How many doses has the Military Hospital received?"
-    text = "Rzecznik Szpitala Wojskowego powiedział, że szpital dostał 75 dawek."
-    assert not any("not in the articles" in r for r in _decide(question, text, en).reasons)
-    assert not any("not in the articles" in r
-                   for r in _decide(question, "Do lazaretu przywieziono 75 dawek.", en).reasons)
-    assert "'Military Hospital' is not in the articles" in _decide(
-        question, "Szpital dostał 75 dawek.", en).reasons  # one word alone is not the name
-
-
 def test_the_answerer_uses_the_dictionaries_it_is_given(dict_dir, settings_factory,
                                                          hash_embedder):
     from rag.answering.answer import Answerer

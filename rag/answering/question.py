@@ -182,21 +182,22 @@ def _translate_name(name: Name, dictionary: Dictionary) -> Name:
     """Ways the name may stand in another language, each as the keys of its words.
 
     A run of several words that is a headword gets its translations ("United Kingdom" ->
-    "Обединено кралство"). Any run is also there when each of its words is, spelled as in the
+    "Обединено кралство"). Another run is there when each of its words is, spelled as in the
     question or translated ("Northern Irish" -> "Северна" + "ирландски"): the translation of
     its last word alone would let a surname that is also a word ("Brown") pass for the person.
     A one-word name gets its word's translations."""
     if not name.words:
         return name
     if name.size > 1:
-        found = [tuple(frozenset(stems(w)) for w in p if len(w) >= 3 or w.isdigit())
-                 for p in dictionary.phrase(name.words)]
-        # Word by word as well, when the run is a headword too: "Military Hospital" is
-        # "лазарет" in the dictionary and "Szpital Wojskowy" in a Polish article.
-        translated = [_translations(w, dictionary) for w in name.words]
-        if any(translated):
-            found.append(tuple(name_token_keys(w) | t
-                               for w, t in zip(name.words, translated, strict=True)))
+        phrases = dictionary.phrase(name.words)
+        if phrases:
+            found = [tuple(frozenset(stems(w)) for w in p if len(w) >= 3 or w.isdigit())
+                     for p in phrases]
+        else:
+            translated = [_translations(w, dictionary) for w in name.words]
+            found = ([tuple(name_token_keys(w) | t for w, t in zip(name.words, translated,
+                                                                     strict=True))]
+                     if any(translated) else [])
     else:
         found = [(frozenset(stems(t)),) for t in sorted(dictionary.words(name.words[0]))
                  if len(t) >= 3]
