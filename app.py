@@ -7,6 +7,7 @@ import logging
 import sys
 
 from rag.app.cli import configure_logging
+from rag.app.net import check_port_free
 from rag.app.ui import check_serving, launch
 from rag.pipeline import build_pipeline
 from rag.settings import load_settings
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(host=args.host, port=args.port)
         check_serving(settings, insecure=args.insecure)
+        check_port_free(settings.host, settings.port)
         launch(build_pipeline(settings), settings)
     except RagError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@ viewer's lookups and uploads. No browser, no models."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -232,12 +233,40 @@ def test_app_flags_override_settings(monkeypatch):
     seen = {}
     monkeypatch.setattr(app, "build_pipeline", lambda settings: "pipeline")
     monkeypatch.setattr(app, "launch", lambda p, s: seen.update(p=p, host=s.host, port=s.port))
+    monkeypatch.setattr(app, "check_port_free", lambda host, port: None)  # 7860 may be busy
     assert app.main(["--host", "0.0.0.0", "--port", "7999"]) == 1  # no login, no --insecure
     assert seen == {}
     assert app.main(["--host", "0.0.0.0", "--port", "7999", "--insecure"]) == 0
     assert seen == {"p": "pipeline", "host": "0.0.0.0", "port": 7999}
     assert app.main([]) == 0
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 7860)
+
+
+def test_a_port_in_use_is_one_clear_error_before_any_indexing(monkeypatch, capsys):
+    import app
+    from rag.app.ui import launch
+
+    built = []
+    monkeypatch.setattr(app, "build_pipeline", lambda settings: built.append(settings))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(["--port", str(port)]) == 1
+        err = capsys.readouterr().err
+        assert f"Port {port} on 127.0.0.1 is already in use" in err and "--port" in err
+        assert "Traceback" not in err and built == []
+
+        class Unprepared:
+            def __getattr__(self, name):
+                raise AssertionError(f"the pipeline was used ({name}) with the port taken")
+
+        with pytest.raises(RagError, match="already in use"):
+            launch(Unprepared(), load_settings(port=port))
+    # Released: the same port is accepted again.
+    from rag.app.ui import check_port_free
+
+    check_port_free("127.0.0.1", port)
 
 
 def test_reupload_with_new_content_updates_the_article(ui, tmp_path):
@@ -314,3 +343,17 @@ def test_example_questions_are_data_beside_the_corpus(tmp_path, caplog):
     bad.write_text('["not", "an", "object"]', encoding="utf-8")
     assert load_examples(bad) == []
     assert "bad.json" in caplog.text
+
+
+def test_the_api_and_mcp_servers_check_their_port_before_indexing(monkeypatch, capsys, tmp_path):
+    from rag.app import cli
+
+    monkeypatch.setattr(cli, "_ready_pipeline", lambda *a, **k: pytest.fail("indexed anyway"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for command in (["serve", "--port", port], ["mcp", "--http", "--port", port]):
+            assert cli.main(["--index-dir", str(tmp_path), *command]) == 2
+            err = capsys.readouterr().err
+            assert "already in use" in err and "Traceback" not in err

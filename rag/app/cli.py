@@ -257,9 +257,17 @@ def _ready_pipeline(args: argparse.Namespace, **extra):
     return settings, pipe
 
 
+def _address(args: argparse.Namespace, port_setting: str) -> tuple[str, int]:
+    """The address a server will bind, known before the minutes of indexing that precede it."""
+    settings = _settings(args)
+    return args.host or settings.host, args.port or getattr(settings, port_setting)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from rag.api.http import serve
+    from rag.app.net import check_port_free
 
+    check_port_free(*_address(args, "port"))
     settings, pipe = _ready_pipeline(args, host=args.host, port=args.port)
     print(f"OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
           f"(models newsrag, newsrag-generate, newsrag-extractive); Ctrl+C stops it",
@@ -275,6 +283,10 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         raise RagError(f"The MCP server needs the mcp package ({e}): pip install -e '.[mcp]'") \
             from e
 
+    if args.http:
+        from rag.app.net import check_port_free
+
+        check_port_free(*_address(args, "mcp_port"))
     settings, pipe = _ready_pipeline(args)
     server = mcp_server.build_mcp(pipe, settings)
     if args.http:

@@ -26,6 +26,7 @@ from typing import Any
 import gradio as gr
 
 from rag.app import ui_render as R
+from rag.app.net import check_port_free
 from rag.indexing.indexer import RateMeter
 from rag.indexing.ingest import EXTENSIONS
 from rag.pipeline import PipelineProtocol, safe_name, size_label
@@ -572,6 +573,7 @@ def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
            prevent_thread_lock: bool = False, upload_dir: Path | None = None,
            insecure: bool = False) -> gr.Blocks:
     """Prepare the index, build the UI and serve it on settings.host:settings.port."""
+    check_port_free(settings.host, settings.port)
     if prepare_index:
         prepare(pipeline, settings, upload_dir)
     demo = build_ui(pipeline, settings, upload_dir)
@@ -580,10 +582,19 @@ def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
     if settings.auth_user and settings.auth_password:
         auth = (settings.auth_user, settings.auth_password)
     demo.queue(default_concurrency_limit=settings.concurrency_limit)
-    from rag.api.http import api_routes
-
     logger.info("serving the chat UI at http://%s:%d (OpenAI-compatible API at /v1)",
                 settings.host, settings.port)
+    try:
+        _serve(demo, pipeline, settings, auth, prevent_thread_lock)
+    except OSError as e:  # taken between the check above and now
+        raise RagError(f"Cannot serve on {settings.host}:{settings.port}: {e}") from e
+    return demo
+
+
+def _serve(demo: gr.Blocks, pipeline: Any, settings: Settings, auth: tuple[str, str] | None,
+           prevent_thread_lock: bool) -> None:
+    from rag.api.http import api_routes
+
     demo.launch(
         server_name=settings.host, server_port=settings.port, share=False, auth=auth,
         prevent_thread_lock=prevent_thread_lock, show_error=True, ssr_mode=False,
@@ -596,4 +607,3 @@ def launch(pipeline: Any, settings: Settings, *, prepare_index: bool = True,
         # The OpenAI-compatible API (/v1, /health) on the same server, ahead of Gradio's routes.
         app_kwargs={"routes": api_routes(pipeline, settings)},
     )
-    return demo
