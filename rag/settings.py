@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # how deep each retriever looks before fusion
     candidates: int = Field(default=20, ge=1, le=500)
     dense_weight: float = 1.0
+    # Breadth of Chroma's approximate (HNSW) search: how close the dense ranking comes to the
+    # exact one (rag/store.py EF_SEARCH says how it was measured). Not a relevance weight.
+    hnsw_ef_search: int = Field(default=500, ge=10)
     bm25_weight: float = Field(default=0.0, ge=0)
     rrf_k: float = Field(default=20.0, gt=0)  # reciprocal rank fusion constant
     # dense: cos − this × passage hubness (CSLS). On the whole folders every fold picks 0.25 for

@@ -30,6 +30,11 @@ _POINTER = "current"
 # 2: documents keyed by their path relative to the data folder, chunk ids unique per document,
 # collections per generation behind a pointer. Release 1 had one `<name>` collection.
 FORMAT_VERSION = 2
+# Candidates HNSW keeps while it searches. Chroma's default (100) missed passages of the exact
+# top 20 on 11 of 37 brexit questions (4,526 passages, many near-identical copies of one wire
+# story); 500 missed none on any topic for about 1 ms more per query (benchmarks/results/
+# retrieval.md, "HNSW search breadth").
+EF_SEARCH = 500
 # Version stamps written by this process: a stamp not in here was written by another process,
 # whose writes a local Chroma client does not see until it is reopened (ChromaStore.version).
 _OWN_VERSIONS: set[str] = set()
@@ -155,8 +160,10 @@ class ChromaStore:
     """
 
     def __init__(self, client, name: str, embed_id: str, *, generation: int | None = None,
-                 local_path: Path | None = None, reopen: Callable[[], Any] | None = None):
+                 local_path: Path | None = None, reopen: Callable[[], Any] | None = None,
+                 ef_search: int = EF_SEARCH):
         self.client = client
+        self.ef_search = ef_search
         # A fresh client for a local index written by another process (see version()).
         self._reopen = reopen
         self._seen: str | None = None  # the last version stamp read
@@ -294,14 +301,17 @@ class ChromaStore:
                 gen = int(ptr["generation"])
         chunks_name, docs_name = self._names(gen)
         if create:
+            # The space goes in the configuration, not the legacy "hnsw:space" metadata: Chroma
+            # drops that key (and falls back to l2) when a configuration is given too.
+            config = {"hnsw": {"space": "cosine", "ef_search": self.ef_search}}
             chunks = self._call(lambda: self.client.get_or_create_collection(
                 chunks_name,
-                metadata={_EMBED_KEY: self.embed_id, "hnsw:space": "cosine",
-                          "format": FORMAT_VERSION},
+                metadata={_EMBED_KEY: self.embed_id, "format": FORMAT_VERSION},
+                configuration=config,
                 embedding_function=None,  # never let Chroma download its default model
             ))
             docs = self._call(lambda: self.client.get_or_create_collection(
-                docs_name, metadata={"hnsw:space": "cosine"}, embedding_function=None))
+                docs_name, configuration=config, embedding_function=None))
             if self._pinned is None and self._pointer() is None:
                 self._write_pointer(gen)
         else:
@@ -317,7 +327,23 @@ class ChromaStore:
                                                                  embedding_function=None))
         self._chunks, self._docs, self._gen = chunks, docs, gen
         self._check_embedder()
+        self._widen_search(chunks)
         return self._chunks
+
+    def _widen_search(self, chunks) -> None:
+        """An index made with a narrower HNSW search (Chroma's default, 100, in earlier releases)
+        gets this one's. It must happen before this process's first query, which loads the
+        graph with the value it reads then."""
+        try:
+            hnsw = (chunks.configuration_json or {}).get("hnsw") or {}
+            if int(hnsw.get("ef_search", self.ef_search)) >= self.ef_search:
+                return
+            self._call(lambda: chunks.modify(configuration={"hnsw": {"ef_search":
+                                                                     self.ef_search}}))
+            logger.info("HNSW search breadth of %s raised %s -> %d", chunks.name,
+                        hnsw.get("ef_search"), self.ef_search)
+        except Exception as e:  # noqa: BLE001 - search still works, only less exactly
+            logger.warning("could not widen the HNSW search of %s: %s", chunks.name, e)
 
     def _check_embedder(self) -> None:
         built_with = (self._chunks.metadata or {}).get(_EMBED_KEY)
@@ -343,7 +369,7 @@ class ChromaStore:
                             if (m := re.fullmatch(re.escape(self.name) + r"-g(\d+)", n))]
         gen = max(gens) + 1
         aside = ChromaStore(self.client, self.name, self.embed_id, generation=gen,
-                            local_path=self.local_path)
+                            local_path=self.local_path, ef_search=self.ef_search)
         aside._collection(create=True)
         return aside
 
@@ -631,7 +657,8 @@ def open_store(settings, embed_id: str | None = None) -> ChromaStore:
     local = None if settings.chroma_host else Path(settings.index_dir)
     return ChromaStore(make_client(settings), settings.collection,
                        embed_id or settings.embed_id, local_path=local,
-                       reopen=(lambda: _fresh_local_client(settings)) if local else None)
+                       reopen=(lambda: _fresh_local_client(settings)) if local else None,
+                       ef_search=settings.hnsw_ef_search)
 
 
 def _fresh_local_client(settings):

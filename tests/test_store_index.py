@@ -205,3 +205,50 @@ def test_warm_loads_models_and_pre_embeds_sentences(settings_factory, hash_embed
     pipe.ask("Колко артилерийски снаряда?", mode="extractive")
     # Sentence vectors came from the warm cache: only the question was embedded.
     assert all(k == "query" for k, _ in hash_embedder.calls)
+
+
+def _wire_copies(store: ChromaStore, seed: int = 0):
+    """4,000 unit vectors: 400 stories, each in 10 near-identical copies (a wire story reprinted
+    by ten outlets), the shape on which a narrow HNSW search loses some of the true top 20."""
+    import numpy as np
+
+    from rag.types import Chunk, Document
+
+    rng = np.random.default_rng(seed)
+    vecs = np.repeat(rng.normal(size=(400, 64)), 10, axis=0) + 0.05 * rng.normal(size=(4000, 64))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    items = []
+    for d in range(40):
+        source = f"{d:03d}.txt"
+        doc = Document(source=source, path=source, text="x", title="", language="en",
+                       language_guess="en", sha256=f"{d}", chars=1)
+        chunks = [Chunk(id=f"{source}#{i}", source=source, text=f"p{i}", start=0, end=1,
+                        line_start=1, line_end=1) for i in range(100)]
+        items.append((doc, chunks, vecs[d * 100:(d + 1) * 100]))
+    store.add_documents(items)
+    return vecs, rng
+
+
+def test_dense_search_returns_the_exact_nearest_passages(settings_factory):
+    import numpy as np
+
+    store = open_store(settings_factory(), embed_id="test:unit-vectors")
+    vecs, rng = _wire_copies(store)
+    queries = rng.normal(size=(50, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for q in queries:
+        exact = np.sort(vecs @ q)[::-1][:20]
+        got = np.array([score for _chunk, score in store.query(q, 40)][:20])
+        # Scores are cosines (not 1 - squared L2) and none of the true top 20 is missing.
+        np.testing.assert_allclose(got, exact, atol=1e-4)
+
+
+def test_an_index_with_a_narrower_search_is_widened_and_keeps_its_data(settings_factory):
+    s = settings_factory()
+    old = ChromaStore(make_client(s), s.collection, "test:unit-vectors", ef_search=100)
+    _wire_copies(old)
+    assert old._collection(create=False).configuration_json["hnsw"]["ef_search"] == 100
+    store = open_store(s, embed_id="test:unit-vectors")
+    assert store.count() == 4000 and len(store.documents()) == 40
+    hnsw = store._collection(create=False).configuration_json["hnsw"]
+    assert (hnsw["ef_search"], hnsw["space"]) == (s.hnsw_ef_search, "cosine")
