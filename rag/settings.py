@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     candidates: int = Field(default=20, ge=1, le=500)
     dense_weight: float = 1.0
     # Breadth of Chroma's approximate (HNSW) search: how close the dense ranking comes to the
-    # exact one (rag/store.py EF_SEARCH says how it was measured). Not a relevance weight.
+    # exact one (benchmarks/hnsw.py measures it; rag/store.py EF_SEARCH). Not a relevance weight.
     hnsw_ef_search: int = Field(default=500, ge=10)
     bm25_weight: float = Field(default=0.0, ge=0)
     rrf_k: float = Field(default=20.0, gt=0)  # reciprocal rank fusion constant

@@ -31,9 +31,9 @@ _POINTER = "current"
 # collections per generation behind a pointer. Release 1 had one `<name>` collection.
 FORMAT_VERSION = 2
 # Candidates HNSW keeps while it searches. Chroma's default (100) missed passages of the exact
-# top 20 on 11 of 37 brexit questions (4,526 passages, many near-identical copies of one wire
-# story); 500 missed none on any topic for about 1 ms more per query (benchmarks/results/
-# retrieval.md, "HNSW search breadth").
+# top 20 on 10 of 37 brexit questions (4,526 passages, many near-identical copies of one wire
+# story); 500 missed none on any topic, at no measurable cost per query
+# (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
 EF_SEARCH = 500
 # Version stamps written by this process: a stamp not in here was written by another process,
 # whose writes a local Chroma client does not see until it is reopened (ChromaStore.version).
@@ -327,23 +327,23 @@ class ChromaStore:
                                                                  embedding_function=None))
         self._chunks, self._docs, self._gen = chunks, docs, gen
         self._check_embedder()
-        self._widen_search(chunks)
+        self._apply_search_breadth(chunks)
         return self._chunks
 
-    def _widen_search(self, chunks) -> None:
-        """An index made with a narrower HNSW search (Chroma's default, 100, in earlier releases)
-        gets this one's. It must happen before this process's first query, which loads the
-        graph with the value it reads then."""
+    def _apply_search_breadth(self, chunks) -> None:
+        """The index searches as wide as the settings say: one made by an earlier release
+        (Chroma's default, 100) is widened. It must happen before this process's first query,
+        which loads the graph with the breadth it reads then."""
         try:
             hnsw = (chunks.configuration_json or {}).get("hnsw") or {}
-            if int(hnsw.get("ef_search", self.ef_search)) >= self.ef_search:
+            if int(hnsw.get("ef_search", self.ef_search)) == self.ef_search:
                 return
             self._call(lambda: chunks.modify(configuration={"hnsw": {"ef_search":
                                                                      self.ef_search}}))
-            logger.info("HNSW search breadth of %s raised %s -> %d", chunks.name,
+            logger.info("HNSW search breadth of %s: %s -> %d", chunks.name,
                         hnsw.get("ef_search"), self.ef_search)
         except Exception as e:  # noqa: BLE001 - search still works, only less exactly
-            logger.warning("could not widen the HNSW search of %s: %s", chunks.name, e)
+            logger.warning("could not set the HNSW search breadth of %s: %s", chunks.name, e)
 
     def _check_embedder(self) -> None:
         built_with = (self._chunks.metadata or {}).get(_EMBED_KEY)
