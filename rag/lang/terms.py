@@ -91,7 +91,11 @@ def stem(word: str) -> str:
 
 def _readings(word: str) -> set[str]:
     """The word, plus English readings of a plain-Latin word: "j" as in Jones/Џонс/Džons and a
-    hard "c" as in director/директор; and the Cyrillic reading of Czech ř."""
+    hard "c" as in director/директор; the Cyrillic reading of Czech ř; and the word without an
+    English possessive, which an article in any language may quote ("Moody's Investors
+    Service"), and which questions drop ("Moody's analyst" asks about Moody)."""
+    if word.endswith("'s") and len(word) > 4:
+        return _readings(word[:-2]) | {word}
     out = {word}
     # Czech ř is written рж in Cyrillic (Dvořák/Дворжак) and r in English (Dvorak). Spelled
     # in Cyrillic here so that the Polish rz → ž folding does not swallow the r.
