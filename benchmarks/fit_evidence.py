@@ -7,6 +7,7 @@ retrieved passages as
               + type_weight × holds the asked-for kind of answer
               + person_weight × names someone the question does not ("who ...?")
               + context_weight × stands in a context passage beside a hit, not in the hit
+              + heading_weight × is a headline, caption or title (no sentence end)
 
 The extractive answer quotes the best sentence and a few close ones, so what matters is whether
 the sentence that states the fact comes first (gold@1) or among the first three (gold@3). A
@@ -53,10 +54,11 @@ from rag.eval.metrics import normalize_text  # noqa: E402
 
 GRID = {
     "lexical_weight": [0.0, 0.02, 0.05, 0.1, 0.15],
-    "rank_weight": [0.04, 0.1, 0.15, 0.2, 0.3],
+    "rank_weight": [0.04, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5],
     "type_weight": [0.0, 0.03, 0.08, 0.12, 0.16, 0.24],
     "person_weight": [0.0, 0.04, 0.08, 0.12, 0.16, 0.24],
     "context_weight": [0.0, -0.03, -0.06, -0.1, -0.2],
+    "heading_weight": [0.0, -0.02, -0.03, -0.05, -0.08, -0.12],
 }
 
 
@@ -66,7 +68,7 @@ class Case:
 
     topic: str
     id: str
-    signals: np.ndarray  # rows: dense, lexical, prior, typed, person, context
+    signals: np.ndarray  # rows: dense, lexical, prior, typed, person, context, heading
     gold: np.ndarray  # bool per row
 
 
@@ -91,7 +93,8 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
         gold = np.array([is_gold(c.sentence.text, phrases, q.facts) for c in sel.ranked])
         if not gold.any():
             continue  # retrieval missed it: no weight can help
-        signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person, c.context]
+        signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person, c.context,
+                             c.heading]
                             for c in sel.ranked])
         out.append(Case(topic.name, q.id, signals, gold))
     return out
@@ -156,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_topic_arguments(ap)
     ap.add_argument("--write", action="store_true",
                     help="write rag/data/evidence.json fitted on all the topics given")
+    ap.add_argument("--only", help="comma-separated weights to fit; the others stay as in "
+                                   "rag/data/evidence.json (a new signal is fitted alone)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evidence.md")
     args = ap.parse_args(argv)
@@ -167,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases += cases_for(t, answerer)
 
     current = evidence.load_weights()
-    grid = [dict(zip(GRID, vals, strict=True)) for vals in itertools.product(*GRID.values())]
+    only = set(args.only.split(",")) if args.only else set(GRID)
+    if unknown := only - set(GRID):
+        ap.error(f"--only: unknown weights {sorted(unknown)}; choose from {list(GRID)}")
+    axes = {n: vals if n in only else [current[n]] for n, vals in GRID.items()}
+    grid = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
     by = {t.name: [c for c in cases if c.topic == t.name] for t in topics}
     table = [(p, {t: score(cs, p) for t, cs in by.items()}) for p in grid]
     report: dict = {"current": current, "topics": {}}

@@ -11,6 +11,7 @@ import pytest
 from rag.answering import evidence as evidence_module
 from rag.answering.evidence import (
     EvidenceSelector,
+    is_heading,
     lexical_scores,
     load_weights,
     needs_context,
@@ -403,3 +404,34 @@ def test_a_context_sentence_ranks_below_an_equal_hit_sentence_by_its_weight():
     penalised = EvidenceSelector(Flat(), lexical_weight=0.0, context_weight=-0.05)
     ranked = penalised.rank("Какво получи Пхенян?", retrieved).ranked
     assert ranked[0].sentence.text == hit.text and ranked[0].score > ranked[1].score
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Вакцинация от коронавируса в Израиле: вопросы и ответы", True),
+    ("Brexit: Theresa May survives the vote", True),
+    ("Photo: Reuters", True),
+    ("Премиерът подаде оставка.", False),
+    ('"Nećemo odustati", rekao je ministar.', False),
+    ("Він сказав: «Ми не відступимо!»", False),
+    ("Кога ще бъде гласуването?", False),
+    ("Die Liste umfasst:", False),  # introduces what follows
+])
+def test_a_line_without_a_sentence_end_is_a_heading(text, expected):
+    assert is_heading(text) is expected
+
+
+def test_a_headline_ranks_below_an_equal_sentence_by_its_weight():
+    # A headline names the topic, so it matches the question as well as the sentence that gives
+    # the answer; the fitted weight puts the sentence first. The refusal's relevance ignores it.
+    headline = chunk("Пхенян получи танкове от Москва", 1)
+    sentence = chunk("Пхенян получи 40 танка от Москва.", 2)
+    retrieved = [Retrieved(chunk=headline, rank=1, score=1.0),
+                 Retrieved(chunk=sentence, rank=1, score=1.0)]
+    q = "Какво получи Пхенян?"
+    flat = EvidenceSelector(Flat(), lexical_weight=0.0, heading_weight=0.0)
+    ranked = flat.rank(q, retrieved).ranked
+    assert ranked[0].score == ranked[1].score and ranked[0].sentence.text == headline.text
+    penalised = EvidenceSelector(Flat(), lexical_weight=0.0, heading_weight=-0.05)
+    ranked = penalised.rank(q, retrieved).ranked
+    assert ranked[0].sentence.text == sentence.text and ranked[0].score > ranked[1].score
+    assert ranked[0].relevance == ranked[1].relevance

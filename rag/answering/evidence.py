@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -82,6 +83,17 @@ def split_sentences(retrieved: Sequence[Retrieved]) -> list[Sentence]:
     return out
 
 
+# A sentence ends with one of these, then perhaps closing quotes or brackets; a line without
+# one is a headline, a caption or a title, which names the topic (and so matches the question
+# well) but rarely states the fact asked. The colon ends a line that introduces a quote or list.
+_FINISHED = re.compile(r"[.!?…:;][\"'»«“”„)\]]*\s*$")
+
+
+def is_heading(text: str) -> bool:
+    """True for a line that does not end as a sentence does (a headline, caption or title)."""
+    return not _FINISHED.search(text)
+
+
 def needs_context(sentence: Sentence) -> bool:
     """True when the sentence probably cannot be understood alone."""
     ws = words(sentence.text)
@@ -106,9 +118,11 @@ class Scored:
     typed: float = 0.0  # share of the asked-for kinds of answer (a number, a date) it holds
     person: float = 0.0  # names someone the question does not ("who ...?" only; person_score)
     context: float = 0.0  # 1 for a sentence of a context passage (beside a hit), 0 for a hit's
-    # The score without the answer-kind terms (typed, person): how well the sentence matches the
-    # question. Refusal asks whether a *relevant* sentence holds the asked-for kind of answer;
-    # the ranking's own bonus for holding it must not answer that.
+    heading: float = 0.0  # 1 for a line that does not end as a sentence does (is_heading)
+    # The score without the answer-kind terms (typed, person) and the heading term: how well the
+    # sentence matches the question (a headline may match it well). Refusal asks whether a
+    # *relevant* sentence holds the asked-for kind of answer; the ranking's own bonus for
+    # holding it must not answer that.
     relevance: float = 0.0
 
 
@@ -157,7 +171,7 @@ class _LRU:
 # question and its candidate sentences spread over ~0.05, so the weights are on that scale.
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "data" / "evidence.json"
 WEIGHT_NAMES = ("lexical_weight", "rank_weight", "type_weight", "person_weight",
-                "context_weight")
+                "context_weight", "heading_weight")
 
 
 def load_weights(path: Path = WEIGHTS_FILE) -> dict[str, float]:
@@ -176,6 +190,7 @@ RANK_WEIGHT = _WEIGHTS["rank_weight"]
 TYPE_WEIGHT = _WEIGHTS["type_weight"]
 PERSON_WEIGHT = _WEIGHTS["person_weight"]
 CONTEXT_WEIGHT = _WEIGHTS["context_weight"]
+HEADING_WEIGHT = _WEIGHTS["heading_weight"]
 
 
 class EvidenceSelector:
@@ -194,6 +209,7 @@ class EvidenceSelector:
         type_weight: float = TYPE_WEIGHT,
         person_weight: float = PERSON_WEIGHT,
         context_weight: float = CONTEXT_WEIGHT,
+        heading_weight: float = HEADING_WEIGHT,
         dedupe_similarity: float = 0.95,
         cache_size: int = 20_000,
     ):
@@ -203,6 +219,7 @@ class EvidenceSelector:
         self.type_weight = type_weight
         self.person_weight = person_weight
         self.context_weight = context_weight
+        self.heading_weight = heading_weight
         self.dedupe_similarity = dedupe_similarity
         self._sentences = _LRU(cache_size)
         self._queries = _LRU(256)
@@ -252,7 +269,8 @@ class EvidenceSelector:
         score = e5 cosine + lexical_weight × term match + rank_weight × passage prior
                 + type_weight × holds the asked-for kind of answer
                 + person_weight × names someone new (for "who ...?")
-                + context_weight × comes from a context passage rather than a hit.
+                + context_weight × comes from a context passage rather than a hit
+                + heading_weight × is a headline, caption or title (no sentence end).
         """
         sentences = split_sentences(retrieved)
         terms = analysis.terms if analysis is not None else tuple(content_terms(question, lang))
@@ -283,23 +301,25 @@ class EvidenceSelector:
         person = [person_score(s.text, keys) if wants_person else 0.0 for s in sentences]
         hits = {r.chunk.id for r in retrieved}
         context = [0.0 if s.chunk_id in hits else 1.0 for s in sentences]
+        heading = [1.0 if is_heading(s.text) else 0.0 for s in sentences]
         scored = [
             Scored(sentence=s, dense=float(d), lexical=float(x),
-                   score=self.combine(float(d), float(x), p, ty, pe, cx), index=i, prior=p,
-                   typed=ty, person=pe, context=cx,
+                   score=self.combine(float(d), float(x), p, ty, pe, cx, hd), index=i,
+                   prior=p, typed=ty, person=pe, context=cx, heading=hd,
                    relevance=self.combine(float(d), float(x), p, 0.0, 0.0, cx))
-            for i, (s, d, x, p, ty, pe, cx) in enumerate(
-                zip(sentences, dense, lexical, prior, typed, person, context, strict=True))
+            for i, (s, d, x, p, ty, pe, cx, hd) in enumerate(
+                zip(sentences, dense, lexical, prior, typed, person, context, heading,
+                    strict=True))
         ]
         ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
         return Selection(question, terms, ranked, (), tuple(sentences), qv, lang, analysis)
 
     def combine(self, dense: float, lexical: float, prior: float, typed: float,
-                person: float, context: float = 0.0) -> float:
+                person: float, context: float = 0.0, heading: float = 0.0) -> float:
         """The ranking score of one sentence from its signals."""
         return (dense + self.lexical_weight * lexical + self.rank_weight * prior
                 + self.type_weight * typed + self.person_weight * person
-                + self.context_weight * context)
+                + self.context_weight * context + self.heading_weight * heading)
 
     def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6,
                lang: str | None = None, analysis: QuestionAnalysis | None = None) -> Selection:
