@@ -90,7 +90,10 @@ def main() -> int:
             shutil.copytree(src, copy)  # the benchmark never changes the topic's own index
             for ef in efs:
                 out = subprocess.run([sys.executable, __file__, "--one", str(copy), str(corpus),
-                                      str(ef)], capture_output=True, text=True, check=True)
+                                      str(ef)], capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise SystemExit(f"{name}, ef {ef}: the measuring process failed:\n"
+                                     f"{out.stderr[-3000:]}")
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 print(f"{name:18} ef {ef:5}  {row['misses']:3} of {row['questions']} questions "

@@ -31,9 +31,9 @@ _POINTER = "current"
 # collections per generation behind a pointer. Release 1 had one `<name>` collection.
 FORMAT_VERSION = 2
 # Candidates HNSW keeps while it searches. Chroma's default (100) missed passages of the exact
-# top 20 on 10 of 37 brexit questions (4,526 passages, many near-identical copies of one wire
-# story); 500 missed none on any topic, at no measurable cost per query
-# (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
+# top 20 for over a quarter of the questions on a folder of 4,500 passages with many
+# near-identical copies of one wire story; 500 missed none on any folder measured, at no
+# measurable cost per query (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
 EF_SEARCH = 500
 # Version stamps written by this process: a stamp not in here was written by another process,
 # whose writes a local Chroma client does not see until it is reopened (ChromaStore.version).
@@ -325,9 +325,11 @@ class ChromaStore:
                                                               embedding_function=None))
             docs = self._call(lambda: self.client.get_collection(docs_name,
                                                                  embedding_function=None))
-        self._chunks, self._docs, self._gen = chunks, docs, gen
-        self._check_embedder()
+        # Checked and widened before other threads can see the collection: a query elsewhere
+        # would load the graph at the old breadth, and a wrong embedder must fail every time.
+        self._check_embedder(chunks)
         self._apply_search_breadth(chunks)
+        self._chunks, self._docs, self._gen = chunks, docs, gen
         return self._chunks
 
     def _apply_search_breadth(self, chunks) -> None:
@@ -340,13 +342,19 @@ class ChromaStore:
                 return
             self._call(lambda: chunks.modify(configuration={"hnsw": {"ef_search":
                                                                      self.ef_search}}))
-            logger.info("HNSW search breadth of %s: %s -> %d", chunks.name,
-                        hnsw.get("ef_search"), self.ef_search)
+            if self.local_path is None:
+                # A Chroma server keeps the graph it has loaded, with its old breadth.
+                logger.warning("HNSW search breadth of %s set %s -> %d; it takes effect when the "
+                               "Chroma server is restarted", chunks.name, hnsw.get("ef_search"),
+                               self.ef_search)
+            else:
+                logger.info("HNSW search breadth of %s: %s -> %d", chunks.name,
+                            hnsw.get("ef_search"), self.ef_search)
         except Exception as e:  # noqa: BLE001 - search still works, only less exactly
             logger.warning("could not set the HNSW search breadth of %s: %s", chunks.name, e)
 
-    def _check_embedder(self) -> None:
-        built_with = (self._chunks.metadata or {}).get(_EMBED_KEY)
+    def _check_embedder(self, chunks) -> None:
+        built_with = (chunks.metadata or {}).get(_EMBED_KEY)
         if built_with and built_with != self.embed_id:
             raise RagError(
                 f"The index was built with {built_with!r} but the settings ask for "

@@ -357,3 +357,43 @@ def test_the_api_and_mcp_servers_check_their_port_before_indexing(monkeypatch, c
             assert cli.main(["--index-dir", str(tmp_path), *command]) == 2
             err = capsys.readouterr().err
             assert "already in use" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[127.0.0.1]", ""])
+def test_the_port_check_reads_the_host_as_the_server_does(host):
+    from rag.app.net import check_port_free
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RagError, match="already in use"):
+            check_port_free(host, port)
+    check_port_free(host, port)  # free again
+    check_port_free(host, 0)  # the server picks one
+
+
+def test_an_ipv4_listener_does_not_block_the_ipv6_loopback():
+    from rag.app.net import check_port_free
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        try:
+            check_port_free("::1", taken.getsockname()[1])
+        except RagError as e:
+            assert "already in use" not in str(e)  # no ::1 here is another matter
+
+
+def test_port_zero_is_passed_on_not_replaced_by_the_default(monkeypatch, tmp_path):
+    from rag.app import cli, net
+
+    probed = []
+    monkeypatch.setattr(net, "check_port_free", lambda host, port: probed.append(port))
+    monkeypatch.setattr(cli, "_ready_pipeline", lambda *a, **k: (_ for _ in ()).throw(
+        RagError("stop here")))
+    assert cli.main(["--index-dir", str(tmp_path), "serve", "--port", "0"]) == 2
+    assert cli.main(["--index-dir", str(tmp_path), "mcp", "--http", "--port", "0"]) == 2
+    assert probed == [0, 0]

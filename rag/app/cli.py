@@ -260,7 +260,8 @@ def _ready_pipeline(args: argparse.Namespace, **extra):
 def _address(args: argparse.Namespace, port_setting: str) -> tuple[str, int]:
     """The address a server will bind, known before the minutes of indexing that precede it."""
     settings = _settings(args)
-    return args.host or settings.host, args.port or getattr(settings, port_setting)
+    port = args.port if args.port is not None else getattr(settings, port_setting)
+    return args.host or settings.host, port
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -290,7 +291,8 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     settings, pipe = _ready_pipeline(args)
     server = mcp_server.build_mcp(pipe, settings)
     if args.http:
-        host, port = args.host or settings.host, args.port or settings.mcp_port
+        host = args.host or settings.host
+        port = args.port if args.port is not None else settings.mcp_port
         print(f"MCP server (streamable HTTP) at http://{host}:{port}/mcp; Ctrl+C stops it",
               file=sys.stderr)
         mcp_server.run_http(server, settings, host, port)

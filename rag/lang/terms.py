@@ -92,8 +92,9 @@ def stem(word: str) -> str:
 def _readings(word: str) -> set[str]:
     """The word, plus English readings of a plain-Latin word: "j" as in Jones/Џонс/Džons and a
     hard "c" as in director/директор; the Cyrillic reading of Czech ř; and the word without an
-    English possessive, which an article in any language may quote ("Moody's Investors
-    Service"), and which questions drop ("Moody's analyst" asks about Moody)."""
+    English possessive: questions drop it, and an article in any language may quote a company
+    name with it whole. It matters for names of 4-5 letters (a longer word's 5-letter stem
+    already drops it); a shop or agency then also matches the family name it carries."""
     if word.endswith("'s") and len(word) > 4:
         return _readings(word[:-2]) | {word}
     out = {word}
