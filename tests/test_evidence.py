@@ -415,6 +415,9 @@ def test_a_context_sentence_ranks_below_an_equal_hit_sentence_by_its_weight():
     ("Він сказав: «Ми не відступимо!»", False),
     ("Кога ще бъде гласуването?", False),
     ("Die Liste umfasst:", False),  # introduces what follows
+    ("He said: ‘We will stay.’", False),
+    ("Това каза той пред журналисти./БТА", False),  # an agency's tag after the full stop
+    ("Премиерът подаде оставка.\u200e", False),  # an invisible mark is no ending
 ])
 def test_a_line_without_a_sentence_end_is_a_heading(text, expected):
     assert is_heading(text) is expected
@@ -435,3 +438,15 @@ def test_a_headline_ranks_below_an_equal_sentence_by_its_weight():
     ranked = penalised.rank(q, retrieved).ranked
     assert ranked[0].sentence.text == sentence.text and ranked[0].score > ranked[1].score
     assert ranked[0].relevance == ranked[1].relevance
+
+
+def test_a_sentence_cut_at_a_passage_end_is_not_a_heading():
+    # The chunker may stop inside a long sentence: its first half lacks a full stop but does
+    # not stand on a line of its own, so it keeps its place; a title line is still a heading.
+    text = ("Тереза Мей заяви\nПреговорите продължиха цяла нощ. Лидерите на ЕС обсъдиха "
+            "условията, които според Тереза Мей са трудно приемливи за Съюза,")
+    retrieved = [Retrieved(chunk=chunk(text, 1), rank=1, score=1.0)]
+    ranked = EvidenceSelector(Flat(), lexical_weight=0.0, heading_weight=-0.05).rank(
+        "Какво заяви Тереза Мей?", retrieved).ranked
+    flags = {c.sentence.text[:12]: c.heading for c in ranked}
+    assert flags == {"Тереза Мей з": 1.0, "Преговорите ": 0.0, "Лидерите на ": 0.0}

@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,15 +84,28 @@ def split_sentences(retrieved: Sequence[Retrieved]) -> list[Sentence]:
     return out
 
 
-# A sentence ends with one of these, then perhaps closing quotes or brackets; a line without
-# one is a headline, a caption or a title, which names the topic (and so matches the question
-# well) but rarely states the fact asked. The colon ends a line that introduces a quote or list.
-_FINISHED = re.compile(r"[.!?…:;][\"'»«“”„)\]]*\s*$")
+# A sentence ends with one of these, then perhaps closing quotes or brackets and an agency's
+# tag ("… каза той./БТА"). A line without one is a headline, a caption or a title, which names
+# the topic (and so matches the question well) but rarely states the fact asked. The colon ends
+# a line that introduces a quote or a list.
+_FINISHED = re.compile(r"[.!?…:;][\"'»«“”„‘’‹›)\]*]*(?:\s*/\s*\w+)?\s*$")
 
 
 def is_heading(text: str) -> bool:
-    """True for a line that does not end as a sentence does (a headline, caption or title)."""
-    return not _FINISHED.search(text)
+    """True for a line that does not end as a sentence does (a headline, caption or title).
+    Invisible format characters (a trailing left-to-right mark) are not an ending."""
+    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return not _FINISHED.search(visible)
+
+
+def _starts_line(sentence: Sentence, chunks: dict[str, Chunk]) -> bool:
+    """Whether the sentence begins its line (or its passage). A heading stands on a line of its
+    own; a sentence the chunker cut off at a passage's end does not start one."""
+    chunk = chunks.get(sentence.chunk_id)
+    if chunk is None:
+        return True
+    a = sentence.start - chunk.start
+    return a <= 0 or chunk.text[:a].rstrip(" \t").endswith("\n")
 
 
 def needs_context(sentence: Sentence) -> bool:
@@ -301,7 +315,9 @@ class EvidenceSelector:
         person = [person_score(s.text, keys) if wants_person else 0.0 for s in sentences]
         hits = {r.chunk.id for r in retrieved}
         context = [0.0 if s.chunk_id in hits else 1.0 for s in sentences]
-        heading = [1.0 if is_heading(s.text) else 0.0 for s in sentences]
+        chunks = {c.id: c for r in retrieved for c in r.window}
+        heading = [1.0 if is_heading(s.text) and _starts_line(s, chunks) else 0.0
+                   for s in sentences]
         scored = [
             Scored(sentence=s, dense=float(d), lexical=float(x),
                    score=self.combine(float(d), float(x), p, ty, pe, cx, hd), index=i,
