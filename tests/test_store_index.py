@@ -235,18 +235,24 @@ def _wire_copies(store: ChromaStore, seed: int = 0):
     return vecs, rng
 
 
-def test_dense_search_returns_the_exact_nearest_passages(settings_factory):
+def assert_exact_search(store: ChromaStore) -> None:
+    """The store's top 20 for 50 random queries are the exact top 20 of `_wire_copies`, with
+    cosine scores (not 1 - squared L2)."""
     import numpy as np
 
-    store = open_store(settings_factory(), embed_id="test:unit-vectors")
-    vecs, rng = _wire_copies(store)
+    vecs, rng = _wire_copies_vectors()
     queries = rng.normal(size=(50, 64)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     for q in queries:
         exact = np.sort(vecs @ q)[::-1][:20]
         got = np.array([score for _chunk, score in store.query(q, 40)][:20])
-        # Scores are cosines (not 1 - squared L2) and none of the true top 20 is missing.
         np.testing.assert_allclose(got, exact, atol=1e-4)
+
+
+def test_dense_search_returns_the_exact_nearest_passages(settings_factory):
+    store = open_store(settings_factory(), embed_id="test:unit-vectors")
+    _wire_copies(store)
+    assert_exact_search(store)
 
 
 def test_an_index_with_a_narrower_search_is_widened_and_keeps_its_data(settings_factory):
@@ -260,22 +266,15 @@ def test_an_index_with_a_narrower_search_is_widened_and_keeps_its_data(settings_
     # A process that opens the old index with the current settings searches exactly (the
     # breadth is read when a process loads the graph, so this one has it loaded at 100).
     script = f"""
-import numpy as np
 from rag.settings import load_settings
 from rag.store import open_store
-from tests.test_store_index import _wire_copies_vectors
+from tests.test_store_index import assert_exact_search
 s = load_settings(index_dir={str(s.index_dir)!r}, data_dir={str(s.data_dir)!r})
 store = open_store(s, embed_id="test:unit-vectors")
 assert store.count() == 4000 and len(store.documents()) == 40
 hnsw = store._collection(create=False).configuration_json["hnsw"]
 assert (hnsw["ef_search"], hnsw["space"]) == (s.hnsw_ef_search, "cosine"), hnsw
-vecs, rng = _wire_copies_vectors()
-queries = rng.normal(size=(50, 64)).astype(np.float32)
-queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-for q in queries:
-    exact = np.sort(vecs @ q)[::-1][:20]
-    got = np.array([score for _c, score in store.query(q, 40)][:20])
-    np.testing.assert_allclose(got, exact, atol=1e-4)
+assert_exact_search(store)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
