@@ -158,6 +158,13 @@ class Settings(BaseSettings):
     api_wait_seconds: float = Field(default=120.0, gt=0)
     mcp_port: int = 7861
 
+    @field_validator("embed_cache", "llamacpp_model_path", "examples_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, v: object) -> object:
+        # `RAG_EMBED_CACHE=` means "no cache", not the current folder (Path("") is "."): as a
+        # folder it silently broke the cache and, with it, the per-index sentence cache.
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_smaller_than_chunk(cls, v: int, info) -> int:

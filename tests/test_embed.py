@@ -114,3 +114,17 @@ def test_a_damaged_embedding_cache_is_bypassed_with_a_warning(tmp_path, caplog):
     np.testing.assert_allclose(got, inner.embed_passages(["a b", "c d"]))
     assert sum("delete the file" in r.message for r in caplog.records) == 1
     assert path.read_bytes().startswith(b"this is not a database")  # left for the user
+
+
+def test_an_empty_path_setting_turns_it_off(monkeypatch, tmp_path):
+    """`RAG_EMBED_CACHE=` is "no cache", not the current folder: as a folder the cache could
+    not be opened, and the per-index sentence cache was skipped too (every process re-embedded
+    every evidence sentence)."""
+    from rag.settings import load_settings
+
+    for name in ("RAG_EMBED_CACHE", "RAG_EXAMPLES_FILE", "RAG_LLAMACPP_MODEL_PATH"):
+        monkeypatch.setenv(name, "")
+    s = load_settings()
+    assert (s.embed_cache, s.examples_file, s.llamacpp_model_path) == (None, None, None)
+    monkeypatch.setenv("RAG_EMBED_CACHE", str(tmp_path / "vectors.sqlite"))
+    assert load_settings().embed_cache == tmp_path / "vectors.sqlite"
