@@ -187,6 +187,12 @@ def test_polish_digraphs_fold_only_in_latin_script(a, b):
     assert not stems(a.casefold()) & stems(b.casefold())
 
 
+def test_the_soft_g_reading_keeps_other_names_apart():
+    # дж may be written ж (Бриджес / Брижес), but John is still not Jean.
+    assert stems("бриджес") & stems("брижес")
+    assert not stems("джон") & stems("жан")
+
+
 def test_content_terms_drop_question_words_but_keep_numbers():
     terms = [t.word for t in content_terms("Which Ukrainian city was hit on 2 January?")]
     assert "which" not in terms and "was" not in terms

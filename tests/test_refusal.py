@@ -81,6 +81,8 @@ DVORAK = "Ministr Lubomír Dvořák řekl, že očkování začne v pondělí."
     ("What did Lubomir Dvorak say?", "en", DVORAK),
     # A short surname in another case: Serbian dative "Diru" of the Czech "Diro".
     ("Šta je rekao portparol Miroslavu Diru?", "sr", "mluvčí komory Miroslav Diro řekl, že ..."),
+    # A soft English g: дж in Ukrainian, ж in Bulgarian.
+    ("Що сказала Ханна Бриджес?", "uk", "Хана Брижес заяви, че преговорите продължават."),
 ])
 def test_accented_and_polish_spellings_of_a_name_are_found(question, lang, text):
     # é, ř, ł lose their marks and Polish cz/sz/rz read as ч/ш/ж; before, these names were

@@ -102,6 +102,9 @@ def _readings(word: str) -> set[str]:
     # in Cyrillic here so that the Polish rz → ž folding does not swallow the r.
     if "ř" in word:
         out.add(word.replace("ř", "рж"))
+    # A soft English g is дж in one Cyrillic spelling and ж in another (Джордж / Жорж).
+    if "дж" in word:
+        out.add(word.replace("дж", "ж"))
     if word.isascii() and not word.isdigit():
         out.add(word.replace("j", "dž").replace("ck", "k").replace("c", "k"))
         out.add(word.replace("c", "k"))
