@@ -29,6 +29,12 @@ def _settings_file() -> Path:
     return Path(os.environ.get("RAG_SETTINGS_FILE", "rag.toml"))
 
 
+# Candidates Chroma's HNSW search keeps while it searches. Chroma's default (100) missed passages
+# of the exact top 20 for over a quarter of the questions on a folder of 4,500 passages with many
+# near-identical copies of one wire story; 500 missed none on any folder measured, at no
+# measurable cost per query (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
+HNSW_EF_SEARCH = 500
+
 class Settings(BaseSettings):
     """Every knob of the product. Read once by `load_settings()`; nothing happens at import time."""
 
@@ -75,8 +81,8 @@ class Settings(BaseSettings):
     candidates: int = Field(default=20, ge=1, le=500)
     dense_weight: float = 1.0
     # Breadth of Chroma's approximate (HNSW) search: how close the dense ranking comes to the
-    # exact one (benchmarks/hnsw.py measures it; rag/store.py EF_SEARCH). Not a relevance weight.
-    hnsw_ef_search: int = Field(default=500, ge=10)
+    # exact one (HNSW_EF_SEARCH above). Not a relevance weight.
+    hnsw_ef_search: int = Field(default=HNSW_EF_SEARCH, ge=10)
     bm25_weight: float = Field(default=0.0, ge=0)
     rrf_k: float = Field(default=20.0, gt=0)  # reciprocal rank fusion constant
     # dense: cos − this × passage hubness (CSLS). On the whole folders every fold picks 0.25 for

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.settings import HNSW_EF_SEARCH
 from rag.types import Chunk, Document, RagError
 
 logger = logging.getLogger(__name__)
@@ -30,11 +31,6 @@ _POINTER = "current"
 # 2: documents keyed by their path relative to the data folder, chunk ids unique per document,
 # collections per generation behind a pointer. Release 1 had one `<name>` collection.
 FORMAT_VERSION = 2
-# Candidates HNSW keeps while it searches. Chroma's default (100) missed passages of the exact
-# top 20 for over a quarter of the questions on a folder of 4,500 passages with many
-# near-identical copies of one wire story; 500 missed none on any folder measured, at no
-# measurable cost per query (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
-EF_SEARCH = 500
 # Version stamps written by this process: a stamp not in here was written by another process,
 # whose writes a local Chroma client does not see until it is reopened (ChromaStore.version).
 _OWN_VERSIONS: set[str] = set()
@@ -161,7 +157,7 @@ class ChromaStore:
 
     def __init__(self, client, name: str, embed_id: str, *, generation: int | None = None,
                  local_path: Path | None = None, reopen: Callable[[], Any] | None = None,
-                 ef_search: int = EF_SEARCH):
+                 ef_search: int = HNSW_EF_SEARCH):
         self.client = client
         self.ef_search = ef_search
         # A fresh client for a local index written by another process (see version()).

@@ -279,3 +279,20 @@ assert_exact_search(store)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_search_breadth_that_cannot_be_set_only_costs_exactness(settings_factory, caplog,
+                                                                   monkeypatch):
+    s = settings_factory()
+    old = ChromaStore(make_client(s), s.collection, "test:unit-vectors", ef_search=100)
+    _wire_copies(old)
+    col = old._collection(create=False)
+
+    def refuse(self, **kwargs):
+        raise RuntimeError("modify is not allowed here")
+
+    monkeypatch.setattr(type(col), "modify", refuse)
+    store = open_store(s, embed_id="test:unit-vectors")
+    with caplog.at_level("WARNING", logger="rag.store"):
+        assert store.count() == 4000  # still answers, from the narrower graph
+    assert "could not set the HNSW search breadth" in caplog.text

@@ -397,3 +397,24 @@ def test_port_zero_is_passed_on_not_replaced_by_the_default(monkeypatch, tmp_pat
     assert cli.main(["--index-dir", str(tmp_path), "serve", "--port", "0"]) == 2
     assert cli.main(["--index-dir", str(tmp_path), "mcp", "--http", "--port", "0"]) == 2
     assert probed == [0, 0]
+
+
+def test_an_address_of_another_machine_says_what_to_use_instead():
+    from rag.app.net import check_port_free
+
+    with pytest.raises(RagError, match=r"Cannot serve on 192\.0\.2\.1:.*--host"):
+        check_port_free("192.0.2.1", 8000)  # TEST-NET-1: never an address of this machine
+
+
+def test_a_port_taken_after_the_check_is_the_same_clear_error(monkeypatch):
+    import errno
+
+    from rag.app import ui
+
+    def taken(*args, **kwargs):
+        raise OSError(errno.EADDRINUSE, "Cannot find empty port in range: 7860-7860")
+
+    monkeypatch.setattr(ui, "_serve", taken)
+    monkeypatch.setattr(ui, "check_port_free", lambda host, port: None)  # the check passed
+    with pytest.raises(RagError, match="Cannot serve on 127.0.0.1"):
+        ui.launch(FakePipeline(), load_settings(), prepare_index=False)

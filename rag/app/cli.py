@@ -287,12 +287,11 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     if args.http:
         from rag.app.net import check_port_free
 
-        check_port_free(*_address(args, "mcp_port"))
+        host, port = _address(args, "mcp_port")
+        check_port_free(host, port)
     settings, pipe = _ready_pipeline(args)
     server = mcp_server.build_mcp(pipe, settings)
     if args.http:
-        host = args.host or settings.host
-        port = args.port if args.port is not None else settings.mcp_port
         print(f"MCP server (streamable HTTP) at http://{host}:{port}/mcp; Ctrl+C stops it",
               file=sys.stderr)
         mcp_server.run_http(server, settings, host, port)

@@ -20,7 +20,8 @@ def check_port_free(host: str, port: int | None) -> None:
     try:
         addresses = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except OSError as e:
-        raise RagError(f"Cannot serve on {host}: {e}.") from e
+        raise RagError(f"Cannot serve on {host}: {e}. Check --host (a name or address of "
+                       "this machine).") from e
     failures: list[OSError] = []
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
@@ -39,4 +40,6 @@ def check_port_free(host: str, port: int | None) -> None:
                 failures.append(e)
     if failures and len(failures) == len(addresses):
         e = failures[0]
-        raise RagError(f"Cannot serve on {host or name}:{port}: {e.strerror or e}.") from e
+        raise RagError(f"Cannot serve on {host or name}:{port}: {e.strerror or e}. Use an "
+                       "address of this machine for --host (127.0.0.1 or 0.0.0.0) and a "
+                       "port you may open (1024 or above).") from e
