@@ -8,6 +8,7 @@ retrieved passages as
               + person_weight × names someone the question does not ("who ...?")
               + context_weight × stands in a context passage beside a hit, not in the hit
               + heading_weight × is a headline, caption or title (no sentence end)
+              + language_weight × the embedder's lean to the sentence's language
 
 The extractive answer quotes the best sentence and a few close ones, so what matters is whether
 the sentence that states the fact comes first (gold@1) or among the first three (gold@3). A
@@ -16,8 +17,11 @@ sentence is gold when it contains one of the question's `evidence` phrases or on
 Uses the retrieval that benchmarks/fit_refusal.py caches (same --topics/--topic/--cache
 arguments); the signals of every sentence are computed once, then each weight setting is replayed
 on them. For each held-out topic the setting best on the other topics (gold@1 + gold@3) is chosen
-and reported on the held-out one. `--write` stores the setting best on all the topics given in
-rag/data/evidence.json together with this command.
+and reported on the held-out one. The language lean is measured with language centroids
+(rag/lang/centroids.py) computed from the articles of the topics in the fold, never the held-out
+one. `--write` stores the setting best on all the topics given in rag/data/evidence.json
+together with this command, and the centroids of all their articles in
+rag/data/language_centroids.json.
 
     python benchmarks/fit_evidence.py --topics seeds,ec,trump,asia_bibi \\
         --topic brexit=$HOME/.cache/newsrag/corpora/brexit-max60:eval/questions/brexit.jsonl ...
@@ -26,12 +30,14 @@ rag/data/evidence.json together with this command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import itertools
 import json
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +57,8 @@ from rag.answering import answer as answer_module  # noqa: E402
 from rag.answering import evidence  # noqa: E402
 from rag.answering.answer import Answerer  # noqa: E402
 from rag.eval.metrics import normalize_text  # noqa: E402
+from rag.lang import centroids as language_centroids  # noqa: E402
+from rag.lang.centroids import LanguageCentroids  # noqa: E402
 
 GRID = {
     "lexical_weight": [0.0, 0.02, 0.05, 0.1, 0.15],
@@ -59,7 +67,10 @@ GRID = {
     "person_weight": [0.0, 0.04, 0.08, 0.12, 0.16, 0.24],
     "context_weight": [0.0, -0.03, -0.06, -0.1, -0.2],
     "heading_weight": [0.0, -0.02, -0.03, -0.05, -0.08, -0.12],
+    "language_weight": [0.0, -0.5, -1.0, -1.5, -2.0, -3.0],
 }
+# Where the language column sits in Case.signals (filled per fold: see with_language).
+LANGUAGE_COLUMN = 7
 
 
 @dataclass
@@ -68,8 +79,10 @@ class Case:
 
     topic: str
     id: str
-    signals: np.ndarray  # rows: dense, lexical, prior, typed, person, context, heading
+    signals: np.ndarray  # rows: dense, lexical, prior, typed, person, context, heading, language
     gold: np.ndarray  # bool per row
+    question_vector: np.ndarray
+    languages: list[str | None]  # of each row's sentence
 
 
 def is_gold(sentence: str, phrases: Sequence[str], facts: Sequence[Sequence[str]]) -> bool:
@@ -94,9 +107,37 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
         if not gold.any():
             continue  # retrieval missed it: no weight can help
         signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person, c.context,
-                             c.heading]
+                             c.heading, 0.0]
                             for c in sel.ranked])
-        out.append(Case(topic.name, q.id, signals, gold))
+        out.append(Case(topic.name, q.id, signals, gold, sel.question_vector,
+                        [c.sentence.language or None for c in sel.ranked]))
+    return out
+
+
+def language_vectors(topic, cache: Path, embedder) -> dict[str, np.ndarray]:
+    """The topic's passage vectors by language, from the index fit_refusal.py retrieved from."""
+    from rag.pipeline import build_pipeline
+    from rag.settings import load_settings
+
+    index_dir = topic.index_dir or cache / f"index-{topic.name}"
+    pipe = build_pipeline(load_settings(index_dir=index_dir, data_dir=topic.corpus,
+                                        mode="extractive"), embedder=embedder)
+    languages = {c.id: c.language for c in pipe.store.iter_chunks()}
+    ids, vectors = pipe.store.vectors()
+    by: dict[str, list[np.ndarray]] = {}
+    for i, v in zip(ids, vectors, strict=True):
+        by.setdefault(languages.get(i) or "", []).append(v)
+    return {lang: np.vstack(v) for lang, v in by.items()}
+
+
+def with_language(cases: Sequence[Case],
+                  centroids: Callable[[Case], LanguageCentroids]) -> list[Case]:
+    """The cases with their language column measured against `centroids(case)`."""
+    out = []
+    for c in cases:
+        signals = c.signals.copy()
+        signals[:, LANGUAGE_COLUMN] = centroids(c).bias(c.question_vector, c.languages)
+        out.append(dataclasses.replace(c, signals=signals))
     return out
 
 
@@ -170,6 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases: list[Case] = []
     for t, answerer in replays:
         cases += cases_for(t, answerer)
+    embedder = replays[0][1].embedder
+    vectors = {t.name: language_vectors(t, args.cache, embedder) for t in topics}
+
+    @functools.cache
+    def centroids_without(*held: str | None) -> LanguageCentroids:
+        return language_centroids.compute(embedder.id, [v for name, v in vectors.items()
+                                                        if name not in held])
 
     current = evidence.load_weights()
     only = set(args.only.split(",")) if args.only else set(GRID)
@@ -177,15 +225,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--only: unknown weights {sorted(unknown)}; choose from {list(GRID)}")
     axes = {n: vals if n in only else [current[n]] for n, vals in GRID.items()}
     grid = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
-    by = {t.name: [c for c in cases if c.topic == t.name] for t in topics}
-    table = [(p, {t: score(cs, p) for t, cs in by.items()}) for p in grid]
+
+    def table_for(held: str | None) -> tuple[dict[str, list[Case]], list]:
+        """Each setting's scores per topic. A question's language lean is measured as the
+        shipped centroids would measure it on news they were not made from: without its own
+        topic's articles, nor the held-out topic's."""
+        measured = with_language(cases, lambda c: centroids_without(*sorted({held, c.topic},
+                                                                            key=str)))
+        by = {t.name: [c for c in measured if c.topic == t.name] for t in topics}
+        return by, [(p, {t: score(cs, p) for t, cs in by.items()}) for p in grid]
+
     report: dict = {"current": current, "topics": {}}
-    for t in by:
+    for t in (t.name for t in topics):
+        by, table = table_for(t)
+
         def train_obj(row, held=t):
             return sum(objective(s) * s["n"] for name, s in row[1].items() if name != held)
         best = max(table, key=lambda row: (train_obj(row), row[0] == current))
         report["topics"][t] = {"before": score(by[t], current), "after": best[1][t],
                                "chosen": best[0]}
+    by, table = table_for(None)
+    measured = [c for cs in by.values() for c in cs]
     for key in ("before", "after"):
         rows = [report["topics"][t][key] for t in by]
         n = sum(r["n"] for r in rows) or 1
@@ -193,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    for m in ("gold@1", "gold@3")}
     final = max(table, key=lambda row: (sum(objective(s) * s["n"] for s in row[1].values()),
                                         row[0] == current))
-    report["final"] = {"chosen": final[0], "all_topics": score(cases, final[0])}
+    report["final"] = {"chosen": final[0], "all_topics": score(measured, final[0])}
     print(json.dumps(report, indent=2, default=float))
     args.out.write_text(markdown(report, argv if argv is not None else sys.argv[1:]),
                         encoding="utf-8")
@@ -204,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "fitted": command(argv if argv is not None else sys.argv[1:])
                 + "  (report: benchmarks/results/evidence.md)"}
         evidence.WEIGHTS_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {evidence.WEIGHTS_FILE}", file=sys.stderr)
+        language_centroids.CENTROIDS_FILE.write_text(
+            json.dumps(centroids_without(None).to_json(data["fitted"])) + "\n", encoding="utf-8")
+        print(f"wrote {evidence.WEIGHTS_FILE} and {language_centroids.CENTROIDS_FILE}",
+              file=sys.stderr)
     return 0
 
 

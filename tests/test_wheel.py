@@ -56,6 +56,10 @@ def test_wheel_installs_and_answers(tmp_path):
     # The package imported is the installed one, not the checkout.
     where = _run([str(py), "-c", "import rag; print(rag.__file__)"], cwd=work, env=env)
     assert str(venv) in where
+    # The data files come with it: the language centroids of the default embedder.
+    langs = _run([str(py), "-c", "from rag.lang.centroids import load; "
+                  "print(sorted(load().centroids))"], cwd=work, env=env)
+    assert "'uk'" in langs and "'bg'" in langs
     _run([rag, "--index-dir", "idx", "index", "articles"], cwd=work, env=env)
     out = _run([rag, "--index-dir", "idx", "ask",
                 "How many artillery shells did North Korea send to Russia?",

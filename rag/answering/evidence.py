@@ -29,6 +29,8 @@ import numpy as np
 from rag import lang as lang_packs
 from rag.answering.kinds import asked_types, person_score, satisfies
 from rag.embed import Embedder
+from rag.lang import centroids as language_centroids
+from rag.lang.centroids import LanguageCentroids
 from rag.lang.terms import (
     Term,
     content_terms,
@@ -133,7 +135,11 @@ class Scored:
     person: float = 0.0  # names someone the question does not ("who ...?" only; person_score)
     context: float = 0.0  # 1 for a sentence of a context passage (beside a hit), 0 for a hit's
     heading: float = 0.0  # 1 for a line that does not end as a sentence does (is_heading)
-    # The score without the answer-kind terms (typed, person) and the heading term: how well the
+    # How much closer to the question an unrelated sentence of this one's language is than one of
+    # the average language (rag.lang.centroids): the embedder's own-language lean.
+    language: float = 0.0
+    # The score without the answer-kind terms (typed, person), the heading and the language
+    # terms: how well the
     # sentence matches the question (a headline may match it well). Refusal asks whether a
     # *relevant* sentence holds the asked-for kind of answer; the ranking's own bonus for
     # holding it must not answer that.
@@ -185,7 +191,7 @@ class _LRU:
 # question and its candidate sentences spread over ~0.05, so the weights are on that scale.
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "data" / "evidence.json"
 WEIGHT_NAMES = ("lexical_weight", "rank_weight", "type_weight", "person_weight",
-                "context_weight", "heading_weight")
+                "context_weight", "heading_weight", "language_weight")
 
 
 def load_weights(path: Path = WEIGHTS_FILE) -> dict[str, float]:
@@ -205,6 +211,7 @@ TYPE_WEIGHT = _WEIGHTS["type_weight"]
 PERSON_WEIGHT = _WEIGHTS["person_weight"]
 CONTEXT_WEIGHT = _WEIGHTS["context_weight"]
 HEADING_WEIGHT = _WEIGHTS["heading_weight"]
+LANGUAGE_WEIGHT = _WEIGHTS["language_weight"]
 
 
 class EvidenceSelector:
@@ -224,6 +231,8 @@ class EvidenceSelector:
         person_weight: float = PERSON_WEIGHT,
         context_weight: float = CONTEXT_WEIGHT,
         heading_weight: float = HEADING_WEIGHT,
+        language_weight: float = LANGUAGE_WEIGHT,
+        centroids: LanguageCentroids | None = None,
         dedupe_similarity: float = 0.95,
         cache_size: int = 20_000,
     ):
@@ -234,6 +243,10 @@ class EvidenceSelector:
         self.person_weight = person_weight
         self.context_weight = context_weight
         self.heading_weight = heading_weight
+        self.language_weight = language_weight
+        # None: the shipped centroids, if they are this embedder's (looked up on first use).
+        self._centroids = centroids
+        self._centroids_resolved = centroids is not None
         self.dedupe_similarity = dedupe_similarity
         self._sentences = _LRU(cache_size)
         self._queries = _LRU(256)
@@ -284,7 +297,9 @@ class EvidenceSelector:
                 + type_weight × holds the asked-for kind of answer
                 + person_weight × names someone new (for "who ...?")
                 + context_weight × comes from a context passage rather than a hit
-                + heading_weight × is a headline, caption or title (no sentence end).
+                + heading_weight × is a headline, caption or title (no sentence end)
+                + language_weight × the embedder's lean to the sentence's language
+                  (rag.lang.centroids; the weight is negative, undoing the lean).
         """
         sentences = split_sentences(retrieved)
         terms = analysis.terms if analysis is not None else tuple(content_terms(question, lang))
@@ -318,24 +333,41 @@ class EvidenceSelector:
         chunks = {c.id: c for r in retrieved for c in r.window}
         heading = [1.0 if is_heading(s.text) and _starts_line(s, chunks) else 0.0
                    for s in sentences]
+        centroids = self.centroids(len(qv))
+        language = (centroids.bias(qv, [s.language or None for s in sentences])
+                    if centroids is not None else np.zeros(len(sentences)))
         scored = [
             Scored(sentence=s, dense=float(d), lexical=float(x),
-                   score=self.combine(float(d), float(x), p, ty, pe, cx, hd), index=i,
-                   prior=p, typed=ty, person=pe, context=cx, heading=hd,
+                   score=self.combine(float(d), float(x), p, ty, pe, cx, hd, float(lg)),
+                   index=i, prior=p, typed=ty, person=pe, context=cx, heading=hd,
+                   language=float(lg),
                    relevance=self.combine(float(d), float(x), p, 0.0, 0.0, cx))
-            for i, (s, d, x, p, ty, pe, cx, hd) in enumerate(
-                zip(sentences, dense, lexical, prior, typed, person, context, heading,
+            for i, (s, d, x, p, ty, pe, cx, hd, lg) in enumerate(
+                zip(sentences, dense, lexical, prior, typed, person, context, heading, language,
                     strict=True))
+            if says_something(s.text)
         ]
         ranked = tuple(sorted(scored, key=lambda c: (-c.score, c.index)))
         return Selection(question, terms, ranked, (), tuple(sentences), qv, lang, analysis)
 
     def combine(self, dense: float, lexical: float, prior: float, typed: float,
-                person: float, context: float = 0.0, heading: float = 0.0) -> float:
+                person: float, context: float = 0.0, heading: float = 0.0,
+                language: float = 0.0) -> float:
         """The ranking score of one sentence from its signals."""
         return (dense + self.lexical_weight * lexical + self.rank_weight * prior
                 + self.type_weight * typed + self.person_weight * person
-                + self.context_weight * context + self.heading_weight * heading)
+                + self.context_weight * context + self.heading_weight * heading
+                + self.language_weight * language)
+
+    def centroids(self, dim: int | None = None) -> LanguageCentroids | None:
+        """The language centroids the score corrects with: the ones given, else the shipped
+        ones when they are this embedder's; None when there are none."""
+        if not self._centroids_resolved:
+            self._centroids = (language_centroids.for_embedder(getattr(self.embedder, "id", None),
+                                                               dim)
+                               if self.language_weight else None)
+            self._centroids_resolved = True
+        return self._centroids
 
     def select(self, question: str, retrieved: Sequence[Retrieved], k: int = 6,
                lang: str | None = None, analysis: QuestionAnalysis | None = None) -> Selection:
@@ -374,6 +406,16 @@ class EvidenceSelector:
             chosen.append(c)
             vecs.append(v if v is not None else np.zeros(1, dtype=np.float32))
         return chosen
+
+
+# A web address: its words ("pray-for-asia-bibi") match a question well and answer nothing.
+_LINK = re.compile(r"(?:\w+://|www\.)\S+|\S+@\S+\.\w+", re.IGNORECASE)
+
+
+def says_something(text: str) -> bool:
+    """Whether a sentence has a word outside web and e-mail addresses: a line that is only a
+    link is never an answer to quote."""
+    return bool(words(_LINK.sub(" ", text)))
 
 
 def as_evidence(n: int, c: Scored, sentences: Sequence[Sentence]) -> Evidence:
