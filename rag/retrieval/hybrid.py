@@ -39,6 +39,8 @@ from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag.embed import Embedder
+from rag.lang import centroids as language_centroids
+from rag.lang.centroids import LanguageCentroids
 from rag.lang.text import BM25_PREFIX, bm25_tokens
 from rag.store import ChromaStore
 from rag.types import Chunk, RagError, Retrieved
@@ -281,25 +283,40 @@ def load_hubness(store: ChromaStore, cache_dir: Path | None,
 
 class DenseRetriever(BaseRetriever):
     """Chroma nearest neighbours for the e5 query embedding, re-scored as
-    cos(q, p) − hub_penalty · hubness(p)."""
+    cos(q, p) − hub_penalty · hubness(p) + language_weight · lean(q, language of p)."""
 
     def __init__(self, store: ChromaStore, embedder: Embedder, top_k: int,
-                 hub: dict[str, float] | None = None, hub_penalty: float = 0.0):
+                 hub: dict[str, float] | None = None, hub_penalty: float = 0.0,
+                 language_weight: float = 0.0, centroids: LanguageCentroids | None = None):
         super().__init__()
         self.store, self.embedder, self.top_k = store, embedder, top_k
         self.hub = hub or {}
         self.hub_penalty = hub_penalty if self.hub else 0.0
+        self.centroids = centroids
+        self.language_weight = language_weight if centroids is not None else 0.0
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         vec = self.embedder.embed_queries([query_bundle.query_str])[0]
-        scored = hub_rescore(self.store.query(vec, dense_depth(self.top_k, self.hub_penalty)),
+        hits = self.store.query(vec, dense_depth(self.top_k, self.hub_penalty,
+                                                 self.language_weight))
+        scored = hub_rescore(language_rescore(hits, self.centroids, vec, self.language_weight),
                              self.hub, self.hub_penalty, self.top_k)
         return [NodeWithScore(node=chunk_to_node(c), score=s) for c, s in scored]
 
 
-def dense_depth(top_k: int, hub_penalty: float) -> int:
-    """How many nearest neighbours to fetch: the penalty reorders them, so look deeper."""
-    return top_k * 2 if hub_penalty else top_k
+def dense_depth(top_k: int, hub_penalty: float, language_weight: float = 0.0) -> int:
+    """How many nearest neighbours to fetch: a correction reorders them, so look deeper."""
+    return top_k * 2 if hub_penalty or language_weight else top_k
+
+
+def language_rescore(hits: Sequence[tuple[Chunk, float]], centroids: LanguageCentroids | None,
+                     question_vector: np.ndarray, weight: float) -> list[tuple[Chunk, float]]:
+    """cos(q, p) + weight · the embedder's lean from q to p's language (rag.lang.centroids; the
+    weight is negative and undoes it), in the order given."""
+    if not weight or centroids is None or not hits:
+        return list(hits)
+    lean = centroids.bias(question_vector, [c.language or None for c, _ in hits])
+    return [(c, s + weight * float(b)) for (c, s), b in zip(hits, lean, strict=True)]
 
 
 def hub_rescore(hits: Sequence[tuple[Chunk, float]], hub: dict[str, float], penalty: float,
@@ -599,7 +616,7 @@ class HybridRetriever:
                  candidates: int = 20, bm25_dir: Path | None = None, use_bm25: bool = True,
                  dense_weight: float = 1.0, bm25_weight: float = 1.0, rrf_k: float = 60.0,
                  hub_penalty: float = 0.5, dup_overlap: float = 0.6, per_source: int = 0,
-                 context_chunks: int = 0):
+                 context_chunks: int = 0, language_weight: float = 0.0):
         self.store = store
         # Passages on each side of each of the first top_k hits, read with it as context.
         self.context_chunks = context_chunks
@@ -614,6 +631,11 @@ class HybridRetriever:
         self.bm25_weight = bm25_weight
         self.rrf_k = rrf_k
         self.hub_penalty = hub_penalty
+        # The dense score's correction for the embedder's lean to the question's language, with
+        # the shipped centroids when they are this embedder's (rag.lang.centroids).
+        self.language_weight = language_weight
+        self.centroids = (language_centroids.for_embedder(getattr(embedder, "id", None))
+                          if language_weight else None)
         self._state: RetrieverState | None = None
         # The last state built: the base of the next (incremental) one after a refresh().
         self._base: RetrieverState | None = None
@@ -647,7 +669,8 @@ class HybridRetriever:
                if self.hub_penalty else None)
         retrievers: list[BaseRetriever] = [
             DenseRetriever(self.store, self.embedder, self.candidates,
-                           hub.values if hub is not None else None, self.hub_penalty)
+                           hub.values if hub is not None else None, self.hub_penalty,
+                           self.language_weight, self.centroids)
         ]
         weights = [self.dense_weight]
         lexical = None
