@@ -150,3 +150,24 @@ def test_a_link_line_is_never_ranked_as_evidence():
         [Retrieved(chunk=link, rank=1, score=1.0), Retrieved(chunk=sentence, rank=2, score=0.9)],
     ).ranked
     assert [c.sentence.text for c in ranked] == [sentence.text]
+
+
+def test_a_sentence_in_another_script_than_its_article_gets_no_lean():
+    # An English quote inside a Ukrainian article is not Ukrainian: the Ukrainian lean must
+    # not be taken off it.
+    text = "Депутат закликав надати притулок. We will give them asylum, he wrote."
+    ranked = EvidenceSelector(Leaning(), language_weight=-2.0, centroids=CENTROIDS).rank(
+        "Який депутат закликав надати притулок?",
+        [Retrieved(chunk=chunk(text, 1, UK, "uk"), rank=1, score=1.0)]).ranked
+    lean = {c.sentence.text[:8]: c.language for c in ranked}
+    assert lean["Депутат "] > 0 and lean["We will "] == 0.0
+
+
+@pytest.mark.parametrize("text,script", [
+    ("Депутат закликав", "cyrillic"), ("Poseł Kukiz'15 apelował", "latin"),
+    ("Šta se dogodilo", "latin"), ("2018 — 44%", None), ("Brexit — це велике питання", "cyrillic"),
+])
+def test_main_script(text, script):
+    from rag.lang.text import main_script
+
+    assert main_script(text) == script

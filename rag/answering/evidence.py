@@ -12,6 +12,7 @@ question is analysed once (`rag.answering.question.QuestionAnalysis`) and the an
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from rag.lang.terms import (
     content_terms,
     term_set,
 )
-from rag.lang.text import normalize, sentence_spans, words
+from rag.lang.text import main_script, normalize, sentence_spans, words
 from rag.types import Chunk, Evidence, Retrieved, Sentence
 
 if TYPE_CHECKING:
@@ -334,7 +335,7 @@ class EvidenceSelector:
         heading = [1.0 if is_heading(s.text) and _starts_line(s, chunks) else 0.0
                    for s in sentences]
         centroids = self.centroids(len(qv))
-        language = (centroids.bias(qv, [s.language or None for s in sentences])
+        language = (centroids.bias(qv, [_sentence_language(s, chunks) for s in sentences])
                     if centroids is not None else np.zeros(len(sentences)))
         scored = [
             Scored(sentence=s, dense=float(d), lexical=float(x),
@@ -406,6 +407,20 @@ class EvidenceSelector:
             chosen.append(c)
             vecs.append(v if v is not None else np.zeros(1, dtype=np.float32))
         return chosen
+
+
+def _sentence_language(s: Sentence, chunks: dict[str, Chunk]) -> str | None:
+    """The sentence's language: its article's, unless it is written in another script than
+    its passage (an English quote in a Ukrainian article), when it is unknown."""
+    chunk = chunks.get(s.chunk_id)
+    if not s.language or chunk is None:
+        return s.language or None
+    return s.language if main_script(s.text) in (None, _chunk_script(chunk)) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_script(chunk: Chunk) -> str | None:
+    return main_script(chunk.text)
 
 
 # A web address: its words ("pray-for-asia-bibi") match a question well and answer nothing.

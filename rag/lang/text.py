@@ -142,6 +142,20 @@ _LATIN_KEY = str.maketrans({
 # Measured on the seed questions, 5 beats 4, 6 and 7 (see benchmarks/results/retrieval.md).
 BM25_PREFIX = 5
 
+_CYRILLIC_LETTER = re.compile(r"[\u0400-\u04ff]")
+_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
+
+
+def main_script(text: str) -> str | None:
+    """"cyrillic" or "latin", whichever most of the letters of `text` are in (None without
+    letters of either): a quote in English inside a Ukrainian article is not in Ukrainian."""
+    cyrillic = len(_CYRILLIC_LETTER.findall(text))
+    latin = len(_LATIN_LETTER.findall(text))
+    if not cyrillic and not latin:
+        return None
+    return "cyrillic" if cyrillic >= latin else "latin"
+
+
 def serbian_to_cyrillic(text: str) -> str:
     """Serbian Latin -> Serbian Cyrillic (lower case), with the Serbian pack's table."""
     return lang_packs.serbian_to_cyrillic(text)
