@@ -383,6 +383,22 @@ def test_which_articles_questions_quote_each_article_with_the_key_name():
     assert [ev.sentence.source for ev in pick_extractive(sel, 3)] == ["a.txt"]
 
 
+def test_a_sentence_that_asks_is_not_quoted_as_the_answer():
+    from rag.answering.answer import pick_extractive
+    from rag.answering.evidence import EvidenceSelector, asks
+
+    text = "Защо държавата ще плати за ваксините? Правителството реши така заради епидемията."
+    retrieved = [Retrieved(chunk=Chunk(id="a.txt:0", source="a.txt", text=text, start=0,
+                                       end=len(text), line_start=1, line_end=1, language="bg"),
+                           rank=1, score=0.1)]
+    sel = EvidenceSelector(_Flat()).select("Защо държавата ще плати за ваксините?", retrieved,
+                                           k=6, lang="bg")
+    assert asks(sel.evidence[0].sentence.text)  # it matches the question best
+    shown = pick_extractive(sel, 3)
+    assert [ev.sentence.text[:14] for ev in shown] == ["Правителството"]
+    assert asks('Кой ще плати?"') and asks("Who pays? ") and not asks("He paid. Why?!.")
+
+
 # --- end to end on the real seeds (slow: real embedder, real index) ----------------------------
 
 QUESTIONS = {json.loads(line)["id"]: json.loads(line)

@@ -26,7 +26,13 @@ from typing import Any, Literal, Protocol
 
 from rag import lang as lang_packs
 from rag.answering import cite, prompts, refusal
-from rag.answering.evidence import EvidenceSelector, Selection, as_evidence, needs_context
+from rag.answering.evidence import (
+    EvidenceSelector,
+    Selection,
+    as_evidence,
+    asks,
+    needs_context,
+)
 from rag.answering.kinds import satisfies
 from rag.answering.question import QuestionAnalysis, analyse, has_content, refers_back
 from rag.embed import Embedder
@@ -497,7 +503,10 @@ def pick_extractive(selection: Selection, max_sentences: int,
     costs precision), except for questions about the articles themselves ("Which articles quote
     Jean Dupont?"): there each other article's best sentence that holds a key term of the
     question (one that only some of the articles mention, such as "Dupont") is quoted too."""
-    evidence = list(selection.evidence)
+    # A sentence that asks ("Who will pay for it?") states nothing: quote it only when nothing
+    # else was found (in the question sets no answer sentence asks; 2 of 334 quotes did).
+    evidence = ([ev for ev in selection.evidence if not asks(ev.sentence.text)]
+                or list(selection.evidence))
     if not evidence:
         return []
     first = next((ev for ev in evidence if ev.n in first_choice), evidence[0])
@@ -515,6 +524,8 @@ def pick_extractive(selection: Selection, max_sentences: int,
 
     if across and (keys or names):
         for ev in _candidates(selection):
+            if asks(ev.sentence.text):
+                continue
             if len(shown) >= max_sentences or top - ev.score > ACROSS_ARTICLES_MARGIN:
                 break
             if ev.sentence.source in {s.sentence.source for s in shown} or not fits(ev):

@@ -427,6 +427,14 @@ def _chunk_script(chunk: Chunk) -> str | None:
 _LINK = re.compile(r"(?:\w+://|www\.)\S+|\S+@\S+\.\w+", re.IGNORECASE)
 
 
+_ASKS = re.compile(r"\?[\"'»«“”„‘’‹›)\]*]*\s*$")
+
+
+def asks(text: str) -> bool:
+    """Whether a sentence is a question (ends with "?", quotes and brackets aside)."""
+    return bool(_ASKS.search(text))
+
+
 def says_something(text: str) -> bool:
     """Whether a sentence has a word outside web and e-mail addresses: a line that is only a
     link is never an answer to quote."""
