@@ -20,7 +20,7 @@ on them. For each held-out topic the setting best on the other topics (gold@1 + 
 and reported on the held-out one. The language lean is measured with language centroids
 (rag/lang/centroids.py) computed from the articles of the topics in the fold, never the held-out
 one. `--write` stores the setting best on all the topics given in rag/data/evidence.json
-together with this command, and the centroids of all their articles in
+together with this command, and the centroids of their articles (but `--centroids-skip`'s) in
 rag/data/language_centroids.json.
 
     python benchmarks/fit_evidence.py --topics seeds,ec,trump,asia_bibi \\
@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fit_refusal import (  # noqa: E402
     add_topic_arguments,
     analysis_of,
+    centroid_sources,
     replay_answerers,
 )
 
@@ -100,8 +101,8 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
             continue
         lang = answerer.ask(q.question, mode="extractive").language
         analysis = analysis_of(answerer, q.question, lang)
-        sel = answerer.selector.rank(q.question, answerer.retriever.retrieve(q.question, k),
-                                     lang=lang, analysis=analysis)
+        retrieved = answerer.retriever.retrieve(q.question, k)
+        sel = answerer.selector.rank(q.question, retrieved, lang=lang, analysis=analysis)
         phrases = [normalize_text(e) for e in q.evidence]
         gold = np.array([is_gold(c.sentence.text, phrases, q.facts) for c in sel.ranked])
         if not gold.any():
@@ -109,20 +110,11 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
         signals = np.array([[c.dense, c.lexical, c.prior, c.typed, c.person, c.context,
                              c.heading, 0.0]
                             for c in sel.ranked])
+        # The language each sentence is corrected for, as the selector decides it.
+        chunks = {c.id: c for r in retrieved for c in r.window}
         out.append(Case(topic.name, q.id, signals, gold, sel.question_vector,
-                        [c.sentence.language or None for c in sel.ranked]))
+                        [evidence.sentence_language(c.sentence, chunks) for c in sel.ranked]))
     return out
-
-
-def language_vectors(topic, cache: Path, embedder) -> dict[str, np.ndarray]:
-    """The topic's passage vectors by language, from the index fit_refusal.py retrieved from."""
-    from rag.pipeline import build_pipeline
-    from rag.settings import load_settings
-
-    index_dir = topic.index_dir or cache / f"index-{topic.name}"
-    pipe = build_pipeline(load_settings(index_dir=index_dir, data_dir=topic.corpus,
-                                        mode="extractive"), embedder=embedder)
-    return language_centroids.passages_by_language(pipe.store)
 
 
 def with_language(cases: Sequence[Case],
@@ -207,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for t, answerer in replays:
         cases += cases_for(t, answerer)
     embedder = replays[0][1].embedder
-    vectors = {t.name: language_vectors(t, args.cache, embedder) for t in topics}
+    vectors = centroid_sources(args, topics, embedder)
 
     @functools.cache
     def centroids_without(*held: str | None) -> LanguageCentroids:

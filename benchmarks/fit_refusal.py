@@ -27,7 +27,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,7 +41,9 @@ from answer_tally import tally  # noqa: E402
 from rag.answering import answer as answer_module  # noqa: E402
 from rag.answering import refusal  # noqa: E402
 from rag.answering.answer import Answerer  # noqa: E402
+from rag.answering.evidence import EvidenceSelector  # noqa: E402
 from rag.eval.evaluate import Question, citation_precision, fact_recall, load_questions  # noqa: E402
+from rag.lang import centroids as language_centroids  # noqa: E402
 from rag.types import Chunk, Retrieved  # noqa: E402
 
 log = logging.getLogger("benchmarks.fit_refusal")
@@ -101,6 +103,18 @@ def add_topic_arguments(ap: argparse.ArgumentParser) -> None:
                     help="NAME=CORPUS_DIR:QUESTIONS_FILE[:INDEX_DIR] (repeatable)")
     ap.add_argument("--cache", type=Path, default=ROOT / "index" / "fit-cache",
                     help="where each topic's retrieval is cached")
+    ap.add_argument("--centroids-skip", default="seeds",
+                    help="comma-separated topics whose articles never go into the language "
+                         "centroids (default: seeds, the articles the product ships and answers "
+                         "over: a centroid made from a topic leans to it)")
+
+
+def centroid_sources(args: argparse.Namespace, topics: Sequence[Topic], embedder
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """Passage vectors by language of each topic the language centroids may be made from."""
+    skip = set(filter(None, args.centroids_skip.split(",")))
+    return {t.name: topic_language_vectors(t, args.cache, embedder)
+            for t in topics if t.name not in skip}
 
 
 def replay_answerers(args: argparse.Namespace) -> list[tuple[Topic, Answerer]]:
@@ -114,8 +128,29 @@ def replay_answerers(args: argparse.Namespace) -> list[tuple[Topic, Answerer]]:
     topics = default_topics(args.topics.split(",") if args.topics else None)
     topics += [parse_topic(s) for s in args.topic]
     k = settings.top_k * answer_module.RETRIEVE_FACTOR
-    return [(t, Answerer(CachedRetriever(retrieved_for(t, args.cache, embedder, k)), embedder,
-                         settings, None)) for t in topics]
+    retrieved = {t.name: retrieved_for(t, args.cache, embedder, k) for t in topics}
+    # The evidence score's language lean is measured with centroids made without the topic's
+    # own articles, as the shipped centroids meet a user's news they were not made from.
+    vectors = centroid_sources(args, topics, embedder)
+    out = []
+    for t in topics:
+        centroids = language_centroids.compute(
+            embedder.id, [v for name, v in vectors.items() if name != t.name])
+        selector = EvidenceSelector(embedder, centroids=centroids)
+        out.append((t, Answerer(CachedRetriever(retrieved[t.name]), embedder, settings, None,
+                                selector=selector)))
+    return out
+
+
+def topic_language_vectors(topic: Topic, cache: Path, embedder) -> dict[str, np.ndarray]:
+    """The topic's passage vectors by language, from the index its retrieval came from."""
+    from rag.pipeline import build_pipeline
+    from rag.settings import load_settings
+
+    index_dir = topic.index_dir or cache / f"index-{topic.name}"
+    pipe = build_pipeline(load_settings(index_dir=index_dir, data_dir=topic.corpus,
+                                        mode="extractive"), embedder=embedder)
+    return language_centroids.passages_by_language(pipe.store)
 
 
 def analysis_of(answerer: Answerer, question: str, lang: str):
@@ -362,21 +397,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--name-similarity", type=float,
                     help="override the e5 word similarity at which a name counts as found "
                          "under another spelling (above 1: spelling only)")
+    ap.add_argument("--depths", default="",
+                    help="comma-separated relevant depths (how many of the most relevant "
+                         "sentences the kind-of-answer check reads) to choose from, leave one "
+                         "topic out; default: the model file's only")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     replays = replay_answerers(args)
     topics = [t for t, _ in replays]
-    rows: list[Row] = []
-    for t, answerer in replays:
-        if args.name_similarity is not None:
-            answerer.refusal_model = replace(answerer.refusal_model,
-                                             name_similarity=args.name_similarity)
-        rows += rows_for(t, answerer)
-
     base = refusal.default_model()
     if args.name_similarity is not None:
         base = replace(base, name_similarity=args.name_similarity)
+    depths = sorted({int(d) for d in args.depths.split(",") if d.strip()}
+                    | {base.relevant_depth})
+    # The hard checks depend on the depth: every question is replayed once per depth.
+    rows_by: dict[int, list[Row]] = {}
+    for depth in depths:
+        rows_by[depth] = []
+        for t, answerer in replays:
+            answerer.refusal_model = replace(base, relevant_depth=depth)
+            rows_by[depth] += rows_for(t, answerer)
+    rows = rows_by[base.relevant_depth]
+
+    def best_depth(train: Callable[[Row], bool]) -> int:
+        """The depth whose refit model scores best on the training questions (ties: the
+        shipped one)."""
+        def value(depth: int) -> tuple[float, bool]:
+            fold = [r for r in rows_by[depth] if train(r)]
+            model = fit(fold, base, args.threshold, args.threshold_by)
+            return objective(scores(fold, model)), depth == base.relevant_depth
+        return max(depths, key=value)
     report: dict = {"topics": {}, "current": {}}
     held_probs: list[float] = []
     held_labels: list[int] = []
@@ -385,14 +436,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for t in topics:
         if t.name in train_only:
             continue
-        test = [r for r in rows if r.topic == t.name]
-        train = [r for r in rows if r.topic != t.name] or test
+        depth = best_depth(lambda r, held=t.name: r.topic != held)
+        chosen = rows_by[depth]
+        test = [r for r in chosen if r.topic == t.name]
+        train = [r for r in chosen if r.topic != t.name] or test
         model = fit(train, base, args.threshold, args.threshold_by)
         report["topics"][t.name] = {"held_out": scores(test, model),
                                     "train": scores(train, model),
                                     "model": {"weights": model.weights, "bias": model.bias,
-                                              "threshold": model.threshold}}
-        report["current"][t.name] = scores(test, base)
+                                              "threshold": model.threshold,
+                                              "relevant_depth": depth}}
+        report["current"][t.name] = scores([r for r in rows if r.topic == t.name], base)
         held_decisions += [(r.question, r.hard or model.probability(r.features) < model.threshold,
                             r.answer, r.cited) for r in test]
         soft = [r for r in test if not r.hard]
@@ -404,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["current_pooled"] = scores([r for r in rows if r.topic not in train_only], base)
     report["calibration_held_out"] = calibration(held_probs, held_labels)
 
-    final = fit(rows, base, args.threshold, args.threshold_by)
+    final_depth = best_depth(lambda r: True)
+    final = replace(fit(rows_by[final_depth], base, args.threshold, args.threshold_by),
+                    relevant_depth=final_depth)
     report["questions"] = [
         {"topic": r.topic, "id": r.question.id, "lang": r.question.lang,
          "answerable": r.question.answerable, "hard": r.hard, "reasons": r.reasons,
@@ -413,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          "facts": None if not r.question.answerable or r.hard
          else fact_recall(r.answer, r.question.facts)} for r in rows]
     report["final"] = {"weights": final.weights, "bias": final.bias,
-                       "threshold": final.threshold, "all_topics": scores(rows, final)}
+                       "threshold": final.threshold, "relevant_depth": final.relevant_depth,
+                       "all_topics": scores(rows_by[final_depth], final)}
     print(json.dumps({k: v for k, v in report.items() if k != "questions"}, indent=2,
                      ensure_ascii=False, default=float))
     if args.json:
@@ -422,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         data = json.loads(refusal.MODEL_FILE.read_text(encoding="utf-8"))
         data.update(weights=[round(w, 4) for w in final.weights], bias=round(final.bias, 4),
-                    threshold=round(final.threshold, 3),
+                    threshold=round(final.threshold, 3), relevant_depth=final.relevant_depth,
                     fitted="python benchmarks/fit_refusal.py " + " ".join(
                         shlex.quote(a).replace(str(Path.home()), "$HOME") for a in _without_json(
                             list(argv if argv is not None else sys.argv[1:])))

@@ -397,6 +397,31 @@ def test_a_sentence_that_asks_is_not_quoted_as_the_answer():
     shown = pick_extractive(sel, 3)
     assert [ev.sentence.text[:14] for ev in shown] == ["Правителството"]
     assert asks('Кой ще плати?"') and asks("Who pays? ") and not asks("He paid. Why?!.")
+    # When every sentence asks, the best one is still quoted: something is cited.
+    text = "Защо държавата ще плати за ваксините? Кой ще плати останалото?"
+    retrieved = [Retrieved(chunk=Chunk(id="a.txt:0", source="a.txt", text=text, start=0,
+                                       end=len(text), line_start=1, line_end=1, language="bg"),
+                           rank=1, score=0.1)]
+    sel = EvidenceSelector(_Flat()).select("Защо държавата ще плати за ваксините?", retrieved,
+                                           k=6, lang="bg")
+    assert [ev.sentence.text[:4] for ev in pick_extractive(sel, 3)][:1] == ["Защо"]
+
+
+def test_which_articles_questions_do_not_quote_an_article_s_question():
+    from rag.answering.answer import pick_extractive
+    from rag.answering.evidence import EvidenceSelector
+
+    texts = [("a.txt", "Говорителят Джон Кърби заяви, че Северна Корея е доставила ракети."),
+             ("b.txt", "Какво точно заяви Джон Кърби пред журналистите?"),
+             ("c.txt", "Северна Корея отрече обвиненията на Вашингтон.")]
+    retrieved = [Retrieved(chunk=Chunk(id=f"{src}:0", source=src, text=t, start=0, end=len(t),
+                                       line_start=1, line_end=1, language="bg"),
+                           rank=i, score=0.1)
+                 for i, (src, t) in enumerate(texts, 1)]
+    sel = EvidenceSelector(_Flat()).select("Кои статии цитират Джон Кърби?", retrieved, k=6,
+                                           lang="bg")
+    assert {c.sentence.source for c in sel.ranked} == {"a.txt", "b.txt", "c.txt"}
+    assert [ev.sentence.source for ev in pick_extractive(sel, 3)] == ["a.txt"]
 
 
 # --- end to end on the real seeds (slow: real embedder, real index) ----------------------------

@@ -135,6 +135,7 @@ def test_the_shipped_centroids_belong_to_the_default_embedder():
     ("http://nations4jesus.blogspot.com/2010/11/pray-for-asia-bibi.html", False),
     ("www.bbc.co.uk/news/uk-politics", False),
     ("news@example.org", False),
+    ("bbc.co.uk/news/uk-politics-46219495", False),
     ("Повече на https://example.org/brexit", True),
     ("Премиерът подаде оставка.", True),
 ])
@@ -171,3 +172,17 @@ def test_main_script(text, script):
     from rag.lang.text import main_script
 
     assert main_script(text) == script
+
+
+def test_centroids_of_another_size_than_the_question_correct_nothing(caplog):
+    with caplog.at_level(logging.WARNING):
+        lean = CENTROIDS.bias(np.ones(5, dtype=np.float32) / 5 ** 0.5, ["uk", "pl"])
+    assert list(lean) == [0.0, 0.0] and "do not match" in caplog.text
+
+
+def test_the_hybrid_retriever_takes_its_centroids_from_the_constructor(hash_embedder):
+    from rag.retrieval.hybrid import HybridRetriever
+
+    got = HybridRetriever(object(), hash_embedder, language_weight=-0.5, centroids=CENTROIDS)
+    assert got.centroids is CENTROIDS
+    assert HybridRetriever(object(), hash_embedder, centroids=CENTROIDS).centroids is None

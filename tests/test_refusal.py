@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -295,6 +296,31 @@ def test_the_kind_of_answer_must_be_in_a_relevant_sentence_not_one_pulled_in_by_
     counted = ("a", "en", "The army delivered 30 tanks by rail.")
     sel, analysis = _sel(question, "en", [counted, *relevant], embedder=_Flat())
     assert not refusal.decide(sel, analysis, model=OPEN).refuse
+
+
+def test_how_many_relevant_sentences_the_check_reads_is_the_model_s():
+    relevant = [("a", "en", f"The army said the tanks were delivered by rail, report {c}.")
+                for c in "abcdef"]
+    number = ("a", "en", "The new stadium near the border holds 30 000 people.")
+    sel, analysis = _sel("How many tanks did the army deliver?", "en", [*relevant, number],
+                         embedder=_Flat())
+    assert OPEN.relevant_depth == 6 and refusal.decide(sel, analysis, model=OPEN).refuse
+    deeper = dataclasses.replace(OPEN, relevant_depth=7)  # the number is the 7th most relevant
+    assert not refusal.decide(sel, analysis, model=deeper).refuse
+
+
+def test_the_relevant_depth_is_read_from_the_model_file(tmp_path):
+    data = json.loads(refusal.MODEL_FILE.read_text(encoding="utf-8"))
+    assert "fit_refusal.py" in data["fitted"] and data["relevant_depth"] >= 1
+    path = tmp_path / "refusal.json"
+    path.write_text(json.dumps({**data, "relevant_depth": 9}), encoding="utf-8")
+    assert refusal.load_model(path).relevant_depth == 9
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "relevant_depth"}),
+                    encoding="utf-8")
+    assert refusal.load_model(path).relevant_depth == refusal.RELEVANT_DEPTH  # older files
+    path.write_text(json.dumps({**data, "relevant_depth": 0}), encoding="utf-8")
+    with pytest.raises(ValueError, match="relevant_depth"):
+        refusal.load_model(path)
 
 
 def test_who_is_asked_in_the_question_s_own_language():

@@ -335,7 +335,7 @@ class EvidenceSelector:
         heading = [1.0 if is_heading(s.text) and _starts_line(s, chunks) else 0.0
                    for s in sentences]
         centroids = self.centroids(len(qv))
-        language = (centroids.bias(qv, [_sentence_language(s, chunks) for s in sentences])
+        language = (centroids.bias(qv, [sentence_language(s, chunks) for s in sentences])
                     if centroids is not None else np.zeros(len(sentences)))
         scored = [
             Scored(sentence=s, dense=float(d), lexical=float(x),
@@ -409,7 +409,7 @@ class EvidenceSelector:
         return chosen
 
 
-def _sentence_language(s: Sentence, chunks: dict[str, Chunk]) -> str | None:
+def sentence_language(s: Sentence, chunks: dict[str, Chunk]) -> str | None:
     """The sentence's language: its article's, unless it is written in another script than
     its passage (an English quote in a Ukrainian article), when it is unknown."""
     chunk = chunks.get(s.chunk_id)
@@ -423,8 +423,10 @@ def _chunk_script(chunk: Chunk) -> str | None:
     return main_script(chunk.text)
 
 
-# A web address: its words ("pray-for-asia-bibi") match a question well and answer nothing.
-_LINK = re.compile(r"(?:\w+://|www\.)\S+|\S+@\S+\.\w+", re.IGNORECASE)
+# A web address: its words ("/2018/11/who-won-the-vote.html") match a question well and answer
+# nothing. With a scheme, "www.", an e-mail, or a host name followed by a path.
+_LINK = re.compile(r"(?:\w+://|www\.)\S+|\S+@\S+\.\w+|\b[\w-]+(?:\.[\w-]+)+/\S*",
+                   re.IGNORECASE)
 
 
 _ASKS = re.compile(r"\?[\"'»«“”„‘’‹›)\]*]*\s*$")

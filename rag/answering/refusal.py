@@ -48,6 +48,8 @@ MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "refusal.json"
 FEATURES = ("best_dense", "coverage", "best_lexical", "missing_words")
 # How many of the most relevant sentences may hold the asked-for kind of answer (as many as the
 # evidence a prompt gets).
+# The kind-of-answer check reads the evidence among this many most relevant sentences, unless
+# the model file says otherwise (its `relevant_depth`, fitted by benchmarks/fit_refusal.py).
 RELEVANT_DEPTH = 6
 
 
@@ -66,6 +68,8 @@ class RefusalModel:
     count_span: int  # tokens between a number and the thing it counts
     fitted: str = ""  # how the numbers were obtained (command and data)
     embedder: str = ""  # id of the embedder the score was fitted with
+    # How many of the most relevant sentences the kind-of-answer check reads the evidence among.
+    relevant_depth: int = RELEVANT_DEPTH
 
     def applies_to(self, embedder_id: str | None) -> bool:
         return not self.embedder or embedder_id is None or embedder_id == self.embedder
@@ -79,10 +83,13 @@ def load_model(path: Path = MODEL_FILE) -> RefusalModel:
     data = json.loads(path.read_text(encoding="utf-8"))
     if tuple(data.get("features", ())) != FEATURES:
         raise ValueError(f"{path}: features must be {FEATURES}, got {data.get('features')}")
+    depth = int(data.get("relevant_depth", RELEVANT_DEPTH))
+    if depth < 1:
+        raise ValueError(f"{path}: relevant_depth must be at least 1, got {depth}")
     return RefusalModel(tuple(float(w) for w in data["weights"]), float(data["bias"]),
                         float(data["threshold"]), float(data["name_similarity"]),
                         int(data["count_span"]), str(data.get("fitted", "")),
-                        str(data.get("embedder", "")))
+                        str(data.get("embedder", "")), depth)
 
 
 @functools.cache
@@ -298,7 +305,8 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
     # asked kind of answer, which would otherwise pull any number into the evidence of "how
     # many ...?" and so answer every such question).
     relevant = {(c.sentence.source, c.sentence.start)
-                for c in sorted(selection.ranked, key=lambda c: -c.relevance)[:RELEVANT_DEPTH]}
+                for c in sorted(selection.ranked,
+                                key=lambda c: -c.relevance)[:model.relevant_depth]}
     typed: list[int] = []
     for t in wanted:
         hits = [ev for ev in selection.evidence

@@ -19,6 +19,7 @@ subtracted.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,9 @@ class LanguageCentroids:
         than one in the average language (0 for a language without a centroid)."""
         if not self.centroids:
             return np.zeros(len(languages), dtype=np.float32)
+        if any(c.shape != question_vector.shape for c in self.centroids.values()):
+            _warn_size(self.embedder, question_vector.shape)
+            return np.zeros(len(languages), dtype=np.float32)
         expected = {lang: float(question_vector @ c) for lang, c in self.centroids.items()}
         mean = float(np.mean(list(expected.values())))
         return np.array([expected[lang] - mean if lang in expected else 0.0
@@ -64,6 +68,13 @@ class LanguageCentroids:
         return {"embedder": self.embedder, "fitted": fitted,
                 "centroids": {lang: [round(float(x), 6) for x in v]
                               for lang, v in sorted(self.centroids.items())}}
+
+
+@functools.cache
+def _warn_size(embedder: str, shape: tuple[int, ...]) -> None:
+    logger.warning("language centroids for %s do not match question vectors of shape %s: "
+                   "scores are not corrected; refit them with python benchmarks/fit_evidence.py "
+                   "--write", embedder, shape)
 
 
 def compute(embedder: str, topics: Sequence[Mapping[str, np.ndarray]],

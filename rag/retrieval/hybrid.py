@@ -616,7 +616,8 @@ class HybridRetriever:
                  candidates: int = 20, bm25_dir: Path | None = None, use_bm25: bool = True,
                  dense_weight: float = 1.0, bm25_weight: float = 1.0, rrf_k: float = 60.0,
                  hub_penalty: float = 0.5, dup_overlap: float = 0.6, per_source: int = 0,
-                 context_chunks: int = 0, language_weight: float = 0.0):
+                 context_chunks: int = 0, language_weight: float = 0.0,
+                 centroids: LanguageCentroids | None = None):
         self.store = store
         # Passages on each side of each of the first top_k hits, read with it as context.
         self.context_chunks = context_chunks
@@ -631,11 +632,13 @@ class HybridRetriever:
         self.bm25_weight = bm25_weight
         self.rrf_k = rrf_k
         self.hub_penalty = hub_penalty
-        # The dense score's correction for the embedder's lean to the question's language, with
-        # the shipped centroids when they are this embedder's (rag.lang.centroids).
+        # The dense score's correction for the embedder's lean to the question's language
+        # (rag.lang.centroids): the centroids given, else the shipped ones when they are this
+        # embedder's.
         self.language_weight = language_weight
-        self.centroids = (language_centroids.for_embedder(getattr(embedder, "id", None))
-                          if language_weight else None)
+        if centroids is None and language_weight:
+            centroids = language_centroids.for_embedder(getattr(embedder, "id", None))
+        self.centroids = centroids if language_weight else None
         self._state: RetrieverState | None = None
         # The last state built: the base of the next (incremental) one after a refresh().
         self._base: RetrieverState | None = None
