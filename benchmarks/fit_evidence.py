@@ -113,7 +113,7 @@ def cases_for(topic, answerer: Answerer) -> list[Case]:
         # The language each sentence is corrected for, as the selector decides it.
         chunks = {c.id: c for r in retrieved for c in r.window}
         out.append(Case(topic.name, q.id, signals, gold, sel.question_vector,
-                        [evidence.sentence_language(c.sentence, chunks) for c in sel.ranked]))
+                        evidence.sentence_languages([c.sentence for c in sel.ranked], chunks)))
     return out
 
 

@@ -12,7 +12,6 @@ question is analysed once (`rag.answering.question.QuestionAnalysis`) and the an
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -335,7 +334,7 @@ class EvidenceSelector:
         heading = [1.0 if is_heading(s.text) and _starts_line(s, chunks) else 0.0
                    for s in sentences]
         centroids = self.centroids(len(qv))
-        language = (centroids.bias(qv, [sentence_language(s, chunks) for s in sentences])
+        language = (centroids.bias(qv, sentence_languages(sentences, chunks))
                     if centroids is not None else np.zeros(len(sentences)))
         scored = [
             Scored(sentence=s, dense=float(d), lexical=float(x),
@@ -409,18 +408,21 @@ class EvidenceSelector:
         return chosen
 
 
-def sentence_language(s: Sentence, chunks: dict[str, Chunk]) -> str | None:
-    """The sentence's language: its article's, unless it is written in another script than
-    its passage (an English quote in a Ukrainian article), when it is unknown."""
-    chunk = chunks.get(s.chunk_id)
-    if not s.language or chunk is None:
-        return s.language or None
-    return s.language if main_script(s.text) in (None, _chunk_script(chunk)) else None
-
-
-@functools.lru_cache(maxsize=4096)
-def _chunk_script(chunk: Chunk) -> str | None:
-    return main_script(chunk.text)
+def sentence_languages(sentences: Sequence[Sentence],
+                       chunks: dict[str, Chunk]) -> list[str | None]:
+    """Each sentence's language: its article's, unless it is written in another script than its
+    passage (an English quote in a Ukrainian article), when it is unknown."""
+    scripts: dict[str, str | None] = {}
+    out: list[str | None] = []
+    for s in sentences:
+        chunk = chunks.get(s.chunk_id)
+        if not s.language or chunk is None:
+            out.append(s.language or None)
+            continue
+        if chunk.id not in scripts:
+            scripts[chunk.id] = main_script(chunk.text)
+        out.append(s.language if main_script(s.text) in (None, scripts[chunk.id]) else None)
+    return out
 
 
 # A web address: its words ("/2018/11/who-won-the-vote.html") match a question well and answer
