@@ -383,27 +383,28 @@ def test_which_articles_questions_quote_each_article_with_the_key_name():
     assert [ev.sentence.source for ev in pick_extractive(sel, 3)] == ["a.txt"]
 
 
-def test_a_sentence_that_asks_is_not_quoted_as_the_answer():
-    from rag.answering.answer import pick_extractive
-    from rag.answering.evidence import EvidenceSelector, asks
+def _one_article_selection(text: str, question: str):
+    from rag.answering.evidence import EvidenceSelector
 
-    text = "Защо държавата ще плати за ваксините? Правителството реши така заради епидемията."
     retrieved = [Retrieved(chunk=Chunk(id="a.txt:0", source="a.txt", text=text, start=0,
                                        end=len(text), line_start=1, line_end=1, language="bg"),
                            rank=1, score=0.1)]
-    sel = EvidenceSelector(_Flat()).select("Защо държавата ще плати за ваксините?", retrieved,
-                                           k=6, lang="bg")
+    return EvidenceSelector(_Flat()).select(question, retrieved, k=6, lang="bg")
+
+
+def test_a_sentence_that_asks_is_not_quoted_as_the_answer():
+    from rag.answering.answer import pick_extractive
+    from rag.answering.evidence import asks
+
+    question = "Защо държавата ще плати за ваксините?"
+    sel = _one_article_selection(f"{question} Правителството реши така заради епидемията.",
+                                 question)
     assert asks(sel.evidence[0].sentence.text)  # it matches the question best
     shown = pick_extractive(sel, 3)
     assert [ev.sentence.text[:14] for ev in shown] == ["Правителството"]
     assert asks('Кой ще плати?"') and asks("Who pays? ") and not asks("He paid. Why?!.")
     # When every sentence asks, the best one is still quoted: something is cited.
-    text = "Защо държавата ще плати за ваксините? Кой ще плати останалото?"
-    retrieved = [Retrieved(chunk=Chunk(id="a.txt:0", source="a.txt", text=text, start=0,
-                                       end=len(text), line_start=1, line_end=1, language="bg"),
-                           rank=1, score=0.1)]
-    sel = EvidenceSelector(_Flat()).select("Защо държавата ще плати за ваксините?", retrieved,
-                                           k=6, lang="bg")
+    sel = _one_article_selection(f"{question} Кой ще плати останалото?", question)
     assert [ev.sentence.text[:4] for ev in pick_extractive(sel, 3)][:1] == ["Защо"]
 
 
