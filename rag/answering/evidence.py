@@ -139,10 +139,9 @@ class Scored:
     # the average language (rag.lang.centroids): the embedder's own-language lean.
     language: float = 0.0
     # The score without the answer-kind terms (typed, person), the heading and the language
-    # terms: how well the
-    # sentence matches the question (a headline may match it well). Refusal asks whether a
-    # *relevant* sentence holds the asked-for kind of answer; the ranking's own bonus for
-    # holding it must not answer that.
+    # terms: how well the sentence matches the question (a headline may match it well). Refusal
+    # asks whether a *relevant* sentence holds the asked-for kind of answer; the ranking's own
+    # bonus for holding it must not answer that.
     relevance: float = 0.0
 
 
@@ -333,7 +332,7 @@ class EvidenceSelector:
         chunks = {c.id: c for r in retrieved for c in r.window}
         heading = [1.0 if is_heading(s.text) and _starts_line(s, chunks) else 0.0
                    for s in sentences]
-        centroids = self.centroids(len(qv))
+        centroids = self.centroids()
         language = (centroids.bias(qv, sentence_languages(sentences, chunks))
                     if centroids is not None else np.zeros(len(sentences)))
         scored = [
@@ -359,12 +358,11 @@ class EvidenceSelector:
                 + self.context_weight * context + self.heading_weight * heading
                 + self.language_weight * language)
 
-    def centroids(self, dim: int | None = None) -> LanguageCentroids | None:
+    def centroids(self) -> LanguageCentroids | None:
         """The language centroids the score corrects with: the ones given, else the shipped
         ones when they are this embedder's; None when there are none."""
         if not self._centroids_resolved:
-            self._centroids = (language_centroids.for_embedder(getattr(self.embedder, "id", None),
-                                                               dim)
+            self._centroids = (language_centroids.for_embedder(getattr(self.embedder, "id", None))
                                if self.language_weight else None)
             self._centroids_resolved = True
         return self._centroids

@@ -46,10 +46,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "refusal.json"
 FEATURES = ("best_dense", "coverage", "best_lexical", "missing_words")
-# How many of the most relevant sentences may hold the asked-for kind of answer (as many as the
-# evidence a prompt gets).
-# The kind-of-answer check reads the evidence among this many most relevant sentences, unless
-# the model file says otherwise (its `relevant_depth`, fitted by benchmarks/fit_refusal.py).
+# The kind-of-answer check reads the evidence among this many most relevant sentences (as many as
+# the evidence a prompt gets), unless the model file says otherwise (its `relevant_depth`,
+# fitted by benchmarks/fit_refusal.py).
 RELEVANT_DEPTH = 6
 
 

@@ -13,8 +13,9 @@ several topics so that no topic leans it. `question_vector · centroid` is the q
 expected similarity to a passage of that language that has nothing to do with it; the evidence
 score subtracts it, weighted (rag/answering/evidence.py). The centroids are computed from
 article text alone (no questions, no answers) by `python benchmarks/fit_evidence.py --write`
-and belong to one embedder: with another, or for a language without a centroid, nothing is
-subtracted.
+and belong to one embedder: with another nothing is corrected. A language without a centroid
+(one with news in fewer than MIN_TOPICS topics, or one the files never had) is taken to lean as
+much as the average language.
 """
 
 from __future__ import annotations
@@ -120,16 +121,11 @@ def load(path: Path | None = None) -> LanguageCentroids | None:
         return None
 
 
-def for_embedder(embedder_id: str | None, dim: int | None = None,
-                 path: Path | None = None) -> LanguageCentroids | None:
-    """The shipped centroids if they belong to this embedder (and its vector size)."""
+def for_embedder(embedder_id: str | None, path: Path | None = None) -> LanguageCentroids | None:
+    """The shipped centroids if they belong to this embedder (`bias` checks the vector size)."""
     found = load(path)
-    if found is None or found.embedder != embedder_id:
-        if found is not None:
-            logger.info("language centroids are for %s, not %s: scores are not corrected for "
-                        "the question's language", found.embedder, embedder_id)
-        return None
-    if dim is not None and any(v.shape[0] != dim for v in found.centroids.values()):
-        logger.warning("language centroids do not match the embedder's vector size %d", dim)
+    if found is not None and found.embedder != embedder_id:
+        logger.info("language centroids are for %s, not %s: scores are not corrected for the "
+                    "question's language", found.embedder, embedder_id)
         return None
     return found
