@@ -31,11 +31,13 @@ def _b64(n: int) -> str:
 
 
 def write_pair(folder: Path, name: str, entries: dict[str, str]) -> None:
-    """A dictd pair as FreeDict ships it: `<name>.index` pointing into gzipped `<name>.dict.dz`."""
+    """A dictd pair as FreeDict ships it: `<name>.index` pointing into gzipped `<name>.dict.dz`,
+    each entry opening with its headword as written ("Biden <pn>", "sea <n>")."""
     body = b""
     index = ["00databaseshort\tA\tB"]
     for head, text in entries.items():
-        raw = f"{head}\n{text}\n".encode()
+        entry = text if text.casefold().startswith(head) else f"{head}\n{text}"
+        raw = f"{entry}\n".encode()
         index.append(f"{head}\t{_b64(len(body))}\t{_b64(len(raw))}")
         body += raw
     (folder / f"{name}.dict.dz").write_bytes(gzip.compress(body))
@@ -263,3 +265,35 @@ def test_the_answerer_uses_the_dictionaries_it_is_given(dict_dir, settings_facto
     fresh = dictionary.Dictionaries(dict_dir)
     Answerer(OnePassage(), hash_embedder, settings, dictionaries=fresh).warm([chunk])
     assert fresh._loaded
+
+
+def test_a_common_word_is_one_the_dictionary_writes_in_lower_case(tmp_path):
+    write_pair(tmp_path, "freedict-eng-bul", {
+        "hospital": "hospital /ˈhɒs.pɪ.tl̩/ <n>\nболница\nmedical institution",
+        "biden": "Biden /ˈbaɪdən/ <pn>\nБайдън\nsurname",
+        "bush": "bush <n>\nхраст\nwoody plant"})
+    en = dictionary.load(tmp_path)["en"]
+    assert en.common("hospital") and en.common("hospitals")  # by its dictionary form too
+    assert not en.common("biden")  # a proper noun only
+    assert not en.common("szczecin")  # no entry at all
+    assert en.common("bush")  # a surname that is also a word is a common word
+
+
+def test_a_name_of_common_words_may_be_translated_so_it_only_weighs_in_the_score(tmp_path):
+    """"the Military Hospital" of an English question is "Szpital Wojskowy" in a Polish
+    article: not finding its spelling proves nothing, as for a one-word name. A person's name
+    (a word the dictionary only knows as a proper noun, or does not know) still must be
+    there."""
+    write_pair(tmp_path, "freedict-eng-bul", {
+        "military": "military <adj>\nвое́нен\nof soldiers",
+        "hospital": "hospital <n>\nбо́лница\nmedical institution",
+        "biden": "Biden <pn>\nБайдън\nsurname", "joe": "Joe <pn>\nДжо\ngiven name"})
+    en = dictionary.load(tmp_path)["en"]
+    polish = "Szpital Wojskowy w Szczecinie otrzymał do tej pory 75 dawek szczepionki."
+    question = "How many vaccine doses has the Military Hospital received?"
+    assert "'Military Hospital' is not in the articles" in _decide(question, polish, None).reasons
+    with_dict = _decide(question, polish, en)
+    assert not any("not in the articles" in r for r in with_dict.reasons), with_dict.reasons
+    assert with_dict.features[3] == 1.0  # counted with the one-word names the score weighs
+    assert "'Joe Biden' is not in the articles" in _decide(
+        "How many vaccine doses did Joe Biden receive?", polish, en).reasons

@@ -47,6 +47,10 @@ class Name:
     # A dictionary's translations of the whole run ("United Kingdom" -> "Обединено кралство"),
     # each as the keys of its words: the name is there when every word of one of them is.
     translations: tuple[tuple[frozenset[str], ...], ...] = ()
+    # Every word is a common word of the question's language ("South China Sea", "Military
+    # Hospital"): a description that other languages translate rather than transliterate, so
+    # not finding its spelling in the passages does not mean it is absent.
+    common: bool = False
 
     def translated_in(self, keys: set[str] | frozenset[str]) -> bool:
         """Whether every word of one of the name's translations is among `keys`."""
@@ -201,7 +205,8 @@ def _translate_name(name: Name, dictionary: Dictionary) -> Name:
     else:
         found = [(frozenset(stems(t)),) for t in sorted(dictionary.words(name.words[0]))
                  if len(t) >= 3]
-    return replace(name, translations=tuple(k for k in found if k))
+    common = name.size > 1 and all(dictionary.common(w) for w in name.words)
+    return replace(name, translations=tuple(k for k in found if k), common=common)
 
 
 def analyse(question: str, language: str,

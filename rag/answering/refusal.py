@@ -287,9 +287,10 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
         return RefusalDecision(True, ("no evidence",), probability=0.0)
     # A name of several words ("Steve Bannon") whose head no passage has is not in the articles:
     # refuse. A one-word name may be an exonym or an adjective spelled differently in every
-    # language (Germany/Німеччина, Chinese/китайски), so it only weighs in the score.
+    # language (Germany/Німеччина, Chinese/китайски), and so may a name made of common words
+    # (South China Sea/Південно-Китайське море): those only weigh in the score.
     missing = missing_names(selection, analysis, matcher, model.name_similarity)
-    multi = {n.text for n in analysis.names if n.size > 1}
+    multi = {n.text for n in analysis.names if n.size > 1 and not n.common}
     reasons = [f"{n!r} is not in the articles" for n in missing if n in multi]
 
     wanted = list(analysis.answer_types)

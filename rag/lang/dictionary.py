@@ -140,6 +140,17 @@ class Dictionary:
                 out.append(word[: len(word) - len(suffix)] + replacement)
         return out
 
+    def common(self, word: str) -> bool:
+        """Whether a case-folded word is a common word of the language: one of its dictionary
+        forms has an entry written in lower case ("sea", "hospital"), not only as a proper noun
+        ("Biden", "London")."""
+        for lemma in self._lemmas(word):
+            for pair, offset, _ in self._index.get(lemma, ()):
+                head = self._pairs[pair][0][offset:offset + 4].decode("utf-8", "ignore")
+                if head[:1].islower():
+                    return True
+        return False
+
     def words(self, word: str) -> frozenset[str]:
         """One-word translations of a case-folded word (of any of its dictionary forms)."""
         out: set[str] = set()
