@@ -8,9 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from rag.answering.evidence import EvidenceSelector, says_something
+from rag.answering.evidence import EvidenceSelector
 from rag.lang import centroids as lc
 from rag.lang.centroids import LanguageCentroids, compute
+from rag.lang.text import says_something
 from rag.types import Retrieved
 from tests.test_evidence import chunk
 

@@ -351,6 +351,19 @@ def test_hybrid_returns_top_k_with_ranks_and_fused_scores(corpus, hash_embedder,
     assert len(r.retrieve("ракети", k=50)) == 6  # never more than the corpus
 
 
+def test_hybrid_never_returns_a_passage_that_is_only_a_link(corpus, hash_embedder, tmp_path):
+    """An article's source URL on a line of its own: its slug shares the question's words, so
+    BM25 ranks it first, and it holds nothing to read."""
+    link = "http://example-news.blogspot.com/2018/11/sojgu-pjongjang-kim.html"
+    add_doc(corpus, hash_embedder, "linked.txt", ["Šojgu je doputovao u Pjongjang.", link], "sr")
+    r = HybridRetriever(corpus, hash_embedder, top_k=5, candidates=10, bm25_dir=tmp_path / "c",
+                        bm25_weight=1.0)
+    assert r.current().lexical.top("sojgu pjongjang kim", 1)  # the link is a BM25 candidate
+    got = r.retrieve("sojgu pjongjang kim", k=10)
+    assert got and link not in [h.chunk.text for h in got]
+    assert "linked.txt" in [h.chunk.source for h in got]  # its article's words still count
+
+
 def test_hybrid_drops_a_passage_repeated_in_another_file(corpus, hash_embedder, tmp_path):
     add_doc(corpus, hash_embedder, "copy.txt", [SR[0], "Drugi pasus kopije."], "sr")
     r = HybridRetriever(corpus, hash_embedder, top_k=5, candidates=10, bm25_dir=tmp_path / "c")

@@ -36,7 +36,7 @@ from rag.lang.terms import (
     content_terms,
     term_set,
 )
-from rag.lang.text import main_script, normalize, sentence_spans, words
+from rag.lang.text import main_script, normalize, says_something, sentence_spans, words
 from rag.types import Chunk, Evidence, Retrieved, Sentence
 
 if TYPE_CHECKING:
@@ -423,24 +423,12 @@ def sentence_languages(sentences: Sequence[Sentence],
     return out
 
 
-# A web address: its words ("/2018/11/who-won-the-vote.html") match a question well and answer
-# nothing. With a scheme, "www.", an e-mail, or a host name followed by a path.
-_LINK = re.compile(r"(?:\w+://|www\.)\S+|\S+@\S+\.\w+|\b[\w-]+(?:\.[\w-]+)+/\S*",
-                   re.IGNORECASE)
-
-
 _ASKS = re.compile(r"\?[\"'»«“”„‘’‹›)\]*]*\s*$")
 
 
 def asks(text: str) -> bool:
     """Whether a sentence is a question (ends with "?", quotes and brackets aside)."""
     return bool(_ASKS.search(text))
-
-
-def says_something(text: str) -> bool:
-    """Whether a sentence has a word outside web and e-mail addresses: a line that is only a
-    link is never an answer to quote."""
-    return bool(words(_LINK.sub(" ", text)))
 
 
 def as_evidence(n: int, c: Scored, sentences: Sequence[Sentence]) -> Evidence:

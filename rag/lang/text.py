@@ -146,6 +146,18 @@ _CYRILLIC_LETTER = re.compile(r"[\u0400-\u04ff]")
 _LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
 
 
+# A web address: its words ("/2018/11/who-won-the-vote.html") match a question well and answer
+# nothing. With a scheme, "www.", an e-mail, or a host name followed by a path.
+_LINK = re.compile(r"(?:\w+://|www\.)\S+|\S+@\S+\.\w+|\b[\w-]+(?:\.[\w-]+)+/\S*",
+                   re.IGNORECASE)
+
+
+def says_something(text: str) -> bool:
+    """Whether a text has a word outside web and e-mail addresses: a line that is only a link
+    (an article's source URL) is never a passage to read nor an answer to quote."""
+    return bool(words(_LINK.sub(" ", text)))
+
+
 def main_script(text: str) -> str | None:
     """"cyrillic" or "latin", whichever most of the letters of `text` are in (None without
     letters of either): a quote in English inside a Ukrainian article is not in Ukrainian."""

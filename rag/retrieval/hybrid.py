@@ -41,7 +41,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from rag.embed import Embedder
 from rag.lang import centroids as language_centroids
 from rag.lang.centroids import LanguageCentroids
-from rag.lang.text import BM25_PREFIX, bm25_tokens
+from rag.lang.text import BM25_PREFIX, bm25_tokens, says_something
 from rag.store import ChromaStore
 from rag.types import Chunk, RagError, Retrieved
 
@@ -713,8 +713,11 @@ class HybridRetriever:
         t0 = time.perf_counter()
         state = self.current()
         fused = state.fusion.retrieve_top(question, max(k, self.candidates))
+        # A passage that is only a link (an article's source URL on its last line) shares the
+        # words of its slug with the question and holds nothing to read.
         out = collapse_duplicates(
-            [(node_to_chunk(h.node), float(h.score or 0.0), h.node.metadata) for h in fused],
+            [(node_to_chunk(h.node), float(h.score or 0.0), h.node.metadata) for h in fused
+             if says_something(h.node.get_content())],
             k, overlap=self.dup_overlap, per_source=self.per_source,
         )
         if self.context_chunks and out:
