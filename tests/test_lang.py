@@ -62,6 +62,10 @@ def test_prefix_cues_match_inflected_forms():
     ("Koliko granata je poslato?", ["quantity"]),
     ("Колико граната је послато?", ["quantity"]),
     ("Скільки снарядів надіслали?", ["quantity"]),
+    # "How many" inflects with the counted noun's case in Ukrainian, Russian and Serbian.
+    ("Батьків скількох дітей досі не знайшли?", ["quantity"]),
+    ("Скольких детей нашли?", ["quantity"]),
+    ("Sa kolikim brojem glasova je usvojen predlog?", ["quantity"]),
     ("When did he arrive?", ["time"]),
     ("На коя дата пристигна?", ["date"]),
     ("Од која година?", ["year"]),
@@ -69,6 +73,18 @@ def test_prefix_cues_match_inflected_forms():
 ])
 def test_answer_types_come_from_the_packs(question, types):
     assert asked_types(question)[0] == types
+
+
+@pytest.mark.parametrize("question,lang_code,person", [
+    ("Кому Трамп подякував у своєму зверненні?", "uk", True),  # "to whom" asks for a person
+    ("Кому Путин вручил награду?", "ru", True),
+    ("Kome je predsednik uručio nagradu?", "sr", True),
+    ("What did Kim say about the talks?", "en", False),  # Kim is a name, not Polish "by whom"
+])
+def test_the_cases_of_who_ask_for_a_person(question, lang_code, person):
+    from rag.answering.question import analyse
+
+    assert analyse(question, lang_code).wants_person is person
 
 
 # Short questions, one language each; the Bulgarian and Ukrainian ones are asked with Russian
