@@ -36,7 +36,8 @@ def write_pair(folder: Path, name: str, entries: dict[str, str]) -> None:
     body = b""
     index = ["00databaseshort\tA\tB"]
     for head, text in entries.items():
-        entry = text if text.casefold().startswith(head) else f"{head}\n{text}"
+        first = text.split("\n", 1)[0].casefold()
+        entry = text if first == head or first.startswith(head + " ") else f"{head}\n{text}"
         raw = f"{entry}\n".encode()
         index.append(f"{head}\t{_b64(len(body))}\t{_b64(len(raw))}")
         body += raw
@@ -271,12 +272,21 @@ def test_a_common_word_is_one_the_dictionary_writes_in_lower_case(tmp_path):
     write_pair(tmp_path, "freedict-eng-bul", {
         "hospital": "hospital /ˈhɒs.pɪ.tl̩/ <n>\nболница\nmedical institution",
         "biden": "Biden /ˈbaɪdən/ <pn>\nБайдън\nsurname",
-        "bush": "bush <n>\nхраст\nwoody plant"})
+        "un-": "un- <prefix>\nне-\nnot",
+        "jam": "jam <n>\nконфитюр\nfruit preserve",
+        "james": "James <pn>\nЯков\nmale given name"})
+    write_pair(tmp_path, "freedict-eng-ces", {"bill": "Bill <pn>\n [jmén] Vilém",
+                                              "bills": "bills <n>\núčty"})
     en = dictionary.load(tmp_path)["en"]
     assert en.common("hospital") and en.common("hospitals")  # by its dictionary form too
     assert not en.common("biden")  # a proper noun only
     assert not en.common("szczecin")  # no entry at all
-    assert en.common("bush")  # a surname that is also a word is a common word
+    assert not en.common("un")  # only a prefix
+    # A word's own entries come first: "James" is a given name, whatever "jam" is.
+    assert not en.common("james") and en.personal("james")
+    assert not en.personal("jam") and not en.personal("hospital")
+    assert en.personal("bill")  # the Czech pair's name tag
+    assert en.common("bills") and not en.personal("bills")
 
 
 def test_a_name_of_common_words_may_be_translated_so_it_only_weighs_in_the_score(tmp_path):
@@ -297,3 +307,19 @@ def test_a_name_of_common_words_may_be_translated_so_it_only_weighs_in_the_score
     assert with_dict.features[3] == 1.0  # counted with the one-word names the score weighs
     assert "'Joe Biden' is not in the articles" in _decide(
         "How many vaccine doses did Joe Biden receive?", polish, en).reasons
+
+
+def test_a_person_whose_names_are_also_words_must_still_be_there(tmp_path):
+    """"Bill Walker": both are words ("bill <n>", "walker <n>"), but the dictionary also knows
+    Bill as a given name, so the run names a person, who is either in the passages or not."""
+    write_pair(tmp_path, "freedict-eng-bul", {
+        "bill": "Bill <pn>\nБилл\nmale given name\n\nbill <n>\nсметка\ninvoice",
+        "walker": "walker <n>\nпешеходец\nperson who walks",
+        "jack": "jack <n>\nкрик\nlifting device", "ma": "ma <n>\nмама\nmother"})
+    en = dictionary.load(tmp_path)["en"]
+    polish = "Szpital Wojskowy w Szczecinie otrzymał do tej pory 75 dawek szczepionki."
+    for name in ("Bill Walker", "Jack Ma"):  # "Ma" is too short to be judged a word
+        analysis = analyse(f"How many doses did {name} receive?", "en", en)
+        assert not analysis.names[0].common
+        assert f"'{name}' is not in the articles" in _decide(
+            f"How many doses did {name} receive?", polish, en).reasons

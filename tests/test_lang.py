@@ -75,11 +75,22 @@ def test_answer_types_come_from_the_packs(question, types):
     assert asked_types(question)[0] == types
 
 
+@pytest.mark.parametrize("question", [
+    "Kolikor vem, je bila pogodba podpisana?",  # Slovenian "as far as", not "how many"
+    "Kolikost cepiva je bila majhna?",
+])
+def test_words_that_begin_like_how_many_ask_for_no_number(question):
+    assert asked_types(question)[0] == []
+
+
 @pytest.mark.parametrize("question,lang_code,person", [
     ("Кому Трамп подякував у своєму зверненні?", "uk", True),  # "to whom" asks for a person
     ("Кому Путин вручил награду?", "ru", True),
-    ("Kome je predsednik uručio nagradu?", "sr", True),
-    ("What did Kim say about the talks?", "en", False),  # Kim is a name, not Polish "by whom"
+    ("Komu prezydent wręczył nagrodę?", "pl", True),
+    ("Кому министерот му ја врачи наградата?", "mk", True),
+    ("Co powiedział Kim o rozmowach?", "pl", False),  # Kim is a name, not Polish "by whom"
+    ("U kome gradu je održan samit?", "sr", False),  # "in which city": kome is not "to whom"
+    ("Кем работает его жена?", "ru", False),  # asks for a job, not a person
 ])
 def test_the_cases_of_who_ask_for_a_person(question, lang_code, person):
     from rag.answering.question import analyse

@@ -358,10 +358,12 @@ def test_hybrid_never_returns_a_passage_that_is_only_a_link(corpus, hash_embedde
     add_doc(corpus, hash_embedder, "linked.txt", ["Šojgu je doputovao u Pjongjang.", link], "sr")
     r = HybridRetriever(corpus, hash_embedder, top_k=5, candidates=10, bm25_dir=tmp_path / "c",
                         bm25_weight=1.0)
-    assert r.current().lexical.top("sojgu pjongjang kim", 1)  # the link is a BM25 candidate
+    lexical = r.current().lexical.top("sojgu pjongjang kim", 10)
+    assert link in [chunk.text for chunk, _ in lexical]  # a BM25 candidate
     got = r.retrieve("sojgu pjongjang kim", k=10)
-    assert got and link not in [h.chunk.text for h in got]
+    assert link not in [h.chunk.text for h in got]
     assert "linked.txt" in [h.chunk.source for h in got]  # its article's words still count
+    assert len(got) == corpus.count() - 1  # every other passage, none lost with the link
 
 
 def test_hybrid_drops_a_passage_repeated_in_another_file(corpus, hash_embedder, tmp_path):

@@ -47,9 +47,9 @@ class Name:
     # A dictionary's translations of the whole run ("United Kingdom" -> "Обединено кралство"),
     # each as the keys of its words: the name is there when every word of one of them is.
     translations: tuple[tuple[frozenset[str], ...], ...] = ()
-    # Every word is a common word of the question's language ("South China Sea", "Military
-    # Hospital"): a description that other languages translate rather than transliterate, so
-    # not finding its spelling in the passages does not mean it is absent.
+    # Every word is a common word of the question's language and none a person's name
+    # ("Red Sea", "Central Hospital"): a description that other languages translate rather
+    # than transliterate, so not finding its spelling in the passages does not mean it is absent.
     common: bool = False
 
     def translated_in(self, keys: set[str] | frozenset[str]) -> bool:
@@ -205,7 +205,9 @@ def _translate_name(name: Name, dictionary: Dictionary) -> Name:
     else:
         found = [(frozenset(stems(t)),) for t in sorted(dictionary.words(name.words[0]))
                  if len(t) >= 3]
-    common = name.size > 1 and all(dictionary.common(w) for w in name.words)
+    # Every word of the run counts, short ones included ("Jack Ma" keeps "Ma" out of `words`).
+    common = (name.size > 1 and len(name.words) == name.size
+              and all(dictionary.common(w) and not dictionary.personal(w) for w in name.words))
     return replace(name, translations=tuple(k for k in found if k), common=common)
 
 

@@ -288,7 +288,7 @@ def decide(selection: Selection, analysis: QuestionAnalysis, *,
     # A name of several words ("Steve Bannon") whose head no passage has is not in the articles:
     # refuse. A one-word name may be an exonym or an adjective spelled differently in every
     # language (Germany/Німеччина, Chinese/китайски), and so may a name made of common words
-    # (South China Sea/Південно-Китайське море): those only weigh in the score.
+    # (Red Sea/Червоне море): those only weigh in the score.
     missing = missing_names(selection, analysis, matcher, model.name_similarity)
     multi = {n.text for n in analysis.names if n.size > 1 and not n.common}
     reasons = [f"{n!r} is not in the articles" for n in missing if n in multi]

@@ -50,6 +50,11 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")
 _STRESS = re.compile(r"(?<=[\u0400-\u04ff])[\u0300\u0301]")
 # A translation of more words than this is a gloss or an explanation, not an equivalent.
 MAX_PHRASE_WORDS = 3
+# How FreeDict's pairs mark an entry that is a person's name: English glosses in the Cyrillic
+# pairs ("male given name", "surname", "pet name of John"), Czech tags in eng-ces ("[jmén]",
+# "příjmení"). Format data of the dictionaries, not words of any topic.
+_PERSON_MARKS = tuple(m.encode() for m in ("given name", "surname", "pet name", "[jmén]",
+                                           "příjmení"))
 # What to install for the pairs out of English (Debian).
 DEBIAN_PACKAGES = ("dict-freedict-eng-bul", "dict-freedict-eng-rus", "dict-freedict-eng-pol",
                    "dict-freedict-eng-ces", "dict-freedict-eng-srp")
@@ -141,15 +146,30 @@ class Dictionary:
         return out
 
     def common(self, word: str) -> bool:
-        """Whether a case-folded word is a common word of the language: one of its dictionary
-        forms has an entry written in lower case ("sea", "hospital"), not only as a proper noun
-        ("Biden", "London")."""
+        """Whether a case-folded word is a common word of the language: one of its entries (of
+        its dictionary form's, when it has none itself) opens with the headword in lower case
+        ("sea <n>", "china <n>"), not only as a proper noun ("Biden <pn>") or an affix ("un-")."""
+        return any(self._lower_case(pair, offset) for pair, offset, _ in self._entries(word))
+
+    def personal(self, word: str) -> bool:
+        """Whether one of the word's entries is a given name or a surname ("Bill <pn> | Билл |
+        male given name", "Peter | [jmén] Petr", "Smith | anglické příjmení")."""
+        return any(marker in self._pairs[pair][0][offset:offset + length]
+                   for pair, offset, length in self._entries(word) for marker in _PERSON_MARKS)
+
+    def _entries(self, word: str) -> list[tuple[int, int, int]]:
+        """The word's own entries, or else those of its first dictionary form that has any
+        ("James" is a name, whatever "jam" is)."""
         for lemma in self._lemmas(word):
-            for pair, offset, _ in self._index.get(lemma, ()):
-                head = self._pairs[pair][0][offset:offset + 4].decode("utf-8", "ignore")
-                if head[:1].islower():
-                    return True
-        return False
+            if lemma in self._index:
+                return self._index[lemma]
+        return []
+
+    def _lower_case(self, pair: int, offset: int) -> bool:
+        line = self._pairs[pair][0][offset:offset + 120].split(b"\n", 1)[0]
+        first = line.decode("utf-8", "ignore").split()
+        head = first[0] if first else ""
+        return head[:1].isalpha() and head == head.lower() and not head.endswith("-")
 
     def words(self, word: str) -> frozenset[str]:
         """One-word translations of a case-folded word (of any of its dictionary forms)."""
