@@ -162,7 +162,7 @@ def analysis_of(answerer: Answerer, question: str, lang: str):
 
 RETRIEVAL_SETTINGS = ("top_k", "candidates", "dense_weight", "bm25_weight", "rrf_k", "hub_penalty",
                       "dup_overlap", "per_source", "context_chunks", "chunk_size",
-                      "hnsw_ef_search", "dense_language_weight")
+                      "hnsw_ef_search", "dense_language_weight", "exact_search")
 
 
 class CachedRetriever:

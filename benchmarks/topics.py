@@ -57,8 +57,10 @@ from rag.eval.metrics import evidence_at_k, hit_at_k, recall_at_k, reciprocal_ra
 from rag.eval.questions import Question  # noqa: E402
 from rag.lang.centroids import compute as compute_centroids  # noqa: E402
 from rag.lang.centroids import passages_by_language  # noqa: E402
+from rag.lang.text import says_something  # noqa: E402
 from rag.pipeline import build_pipeline  # noqa: E402
 from rag.retrieval.hybrid import (  # noqa: E402
+    DenseRetriever,
     collapse_duplicates,
     dense_depth,
     hub_rescore,
@@ -141,7 +143,8 @@ def fuse(c: Candidates, hub: dict[str, float], p: dict[str, Any]) -> list[Retrie
         weights.append(p["bm25_weight"])
     by_id = {ch.id: ch for ch, _ in (*dense, *c.lexical[:cand])}
     fused = weighted_rrf(lists, weights, p["rrf_k"])[: max(K, cand)]
-    return collapse_duplicates([(by_id[i], s, {}) for i, s in fused], K,
+    return collapse_duplicates([(by_id[i], s, {}) for i, s in fused
+                                if says_something(by_id[i].text)], K,
                                overlap=p["dup_overlap"], per_source=p["per_source"])
 
 
@@ -212,10 +215,11 @@ def load_topic(name: str, corpora: Path, *, baseline: bool, max_files: int = 0) 
     topic.by_language = passages_by_language(pipe.store)
     # BM25 is built whatever the shipped weight, so that the grid can weigh it.
     lexical = load_bm25(pipe.store, retriever.bm25_dir, DEPTH)
+    nearest = DenseRetriever(pipe.store, pipe.embedder, DEPTH, matrix=retriever.current().matrix)
     mismatches = 0
     for i, q in enumerate(questions):
         vec = pipe.embedder.embed_queries([q.question])[0]
-        dense = pipe.store.query(vec, DEPTH)
+        dense = nearest.nearest(vec, DEPTH)  # exact search, as the product's (VectorMatrix)
         lex = lexical.top(q.question, DEPTH) if lexical is not None else []
         # The product's own lean (the shipped centroids) for the check below; the grid
         # replaces it with one measured without this topic (leave_own_topic_out).

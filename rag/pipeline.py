@@ -351,7 +351,8 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None,
                                 hub_penalty=settings.hub_penalty,
                                 dup_overlap=settings.dup_overlap, per_source=settings.per_source,
                                 context_chunks=settings.context_chunks,
-                                language_weight=settings.dense_language_weight)
+                                language_weight=settings.dense_language_weight,
+                                exact_search=settings.exact_search)
     if chat_model is None and settings.mode != "extractive":
         from rag.llm.backends import build_chat_model
 

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # Breadth of Chroma's approximate (HNSW) search: how close the dense ranking comes to the
     # exact one (HNSW_EF_SEARCH above). Not a relevance weight.
     hnsw_ef_search: int = Field(default=HNSW_EF_SEARCH, ge=10)
+    # Dense search over every passage vector held in memory (exact, and the same in every
+    # process) instead of Chroma's HNSW graph, which is approximate and rebuilt differently by
+    # each process that loads it (rag.retrieval.hybrid.VectorMatrix). Off: HNSW, for indexes
+    # too large for memory (4 bytes × 384 per passage: 150 MB for 100,000 passages).
+    exact_search: bool = True
     bm25_weight: float = Field(default=0.0, ge=0)
     rrf_k: float = Field(default=20.0, gt=0)  # reciprocal rank fusion constant
     # dense: cos − this × passage hubness (CSLS). On the whole folders every fold picks 0.25 for

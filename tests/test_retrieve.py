@@ -21,12 +21,14 @@ from rag.lang.text import bm25_tokens, latin_key, serbian_to_cyrillic
 from rag.retrieval.hybrid import (
     DenseRetriever,
     HybridRetriever,
+    VectorMatrix,
     WeightedRRFRetriever,
     collapse_duplicates,
     dense_depth,
     hubness,
     load_bm25,
     load_hubness,
+    refresh_matrix,
 )
 from rag.store import open_store
 from rag.types import Chunk, Document, RagError
@@ -317,16 +319,54 @@ def test_hybrid_builds_its_caches_once_not_per_query(corpus, tmp_path, hash_embe
     assert len(list((tmp_path / "c").glob("hubness-*.npz"))) == 1
     # After refresh() of an unchanged collection the same tables are used again, and another
     # retriever (another process) reads the persisted files back: nothing is recomputed.
-    lexical = r.lexical
+    lexical, matrix = r.lexical, r.current().matrix
     r.refresh()
-    monkeypatch.setattr(type(corpus), "vectors",
-                        lambda self: pytest.fail("hubness recomputed"))
-    r.retrieve("Šojgu")
+    with monkeypatch.context() as m:
+        m.setattr(type(corpus), "vectors", lambda self: pytest.fail("vectors read again"))
+        r.retrieve("Šojgu")
     assert r.lexical is lexical
+    assert r.current().matrix.ids == matrix.ids  # the same vectors, not read again
+    monkeypatch.setattr(retrieve, "hubness", lambda *a, **k: pytest.fail("hubness recomputed"))
     other = HybridRetriever(corpus, hash_embedder, top_k=3, candidates=5,
                             bm25_dir=tmp_path / "c")
     other.retrieve("Šojgu")
     assert other.lexical is not None and other.lexical.from_cache
+
+
+def test_dense_search_is_exact_and_ordered(corpus, hash_embedder, tmp_path):
+    """The dense candidates are the true nearest passages by cosine, best first (ties by id),
+    whatever Chroma's approximate graph would return."""
+    r = HybridRetriever(corpus, hash_embedder, top_k=3, candidates=5, bm25_dir=tmp_path / "c",
+                        hub_penalty=0.0)
+    matrix = r.current().matrix
+    ids, vecs = corpus.vectors()
+    assert sorted(matrix.ids) == sorted(ids)
+    q = hash_embedder.embed_queries(["Шойгу ракети граница"])[0]
+    sims = vecs @ q
+    want = sorted(zip(ids, sims.tolist(), strict=True), key=lambda t: (-t[1], t[0]))[:4]
+    dense = DenseRetriever(corpus, hash_embedder, 4, matrix=matrix)
+    got = dense.nearest(q, 4)
+    assert [c.id for c, _ in got] == [i for i, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want])
+    assert got[0][0].text  # whole chunks, read from the store
+    # Ties: two passages with one vector come back in the order of their ids.
+    twin = VectorMatrix(("b", "a", "c"), np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+                                                  dtype=np.float32))
+    assert twin.top(np.array([1.0, 0.0], dtype=np.float32), 2) == [("a", 1.0), ("b", 1.0)]
+
+
+def test_the_vector_matrix_follows_the_collection_without_a_full_read(corpus, hash_embedder,
+                                                                      monkeypatch):
+    first = refresh_matrix(corpus, corpus.chunk_ids())
+    add_doc(corpus, hash_embedder, "new.txt", ["Мкртичев координира извоз на нафта."], "bg")
+    corpus.delete_document("mk.txt")
+    monkeypatch.setattr(type(corpus), "vectors", lambda self, *a: pytest.fail("full read"))
+    ids = corpus.chunk_ids()
+    again = refresh_matrix(corpus, ids, first)
+    assert sorted(again.ids) == sorted(ids) and len(again.vectors) == len(ids)
+    want = dict(zip(*corpus.vectors_of(ids), strict=True))
+    for cid, v in zip(again.ids, again.vectors, strict=True):
+        assert v == pytest.approx(np.asarray(want[cid], dtype=np.float32))
 
 
 def test_hubness_cache_follows_the_collection(corpus, tmp_path, hash_embedder):
