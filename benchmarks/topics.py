@@ -143,9 +143,19 @@ def fuse(c: Candidates, hub: dict[str, float], p: dict[str, Any]) -> list[Retrie
         weights.append(p["bm25_weight"])
     by_id = {ch.id: ch for ch, _ in (*dense, *c.lexical[:cand])}
     fused = weighted_rrf(lists, weights, p["rrf_k"])[: max(K, cand)]
-    return collapse_duplicates([(by_id[i], s, {}) for i, s in fused
-                                if says_something(by_id[i].text)], K,
-                               overlap=p["dup_overlap"], per_source=p["per_source"])
+    return collapse_duplicates([(by_id[i], s, {}) for i, s in fused if _says_something(by_id[i])],
+                               K, overlap=p["dup_overlap"], per_source=p["per_source"])
+
+
+_SAYS: dict[str, bool] = {}
+
+
+def _says_something(chunk: Chunk) -> bool:
+    """`says_something` of a passage, computed once: the grid asks it for every setting."""
+    said = _SAYS.get(chunk.id)
+    if said is None:
+        said = _SAYS[chunk.id] = says_something(chunk.text)
+    return said
 
 
 def score(q: Question, hits: Sequence[Retrieved]) -> dict[str, float | None]:
