@@ -289,6 +289,9 @@ def test_a_common_word_is_one_the_dictionary_writes_in_lower_case(tmp_path):
     assert en.common("bills") and not en.personal("bills")
 
 
+POLISH_HOSPITAL = "Szpital Wojskowy w Szczecinie otrzymał do tej pory 75 dawek szczepionki."
+
+
 def test_a_name_of_common_words_may_be_translated_so_it_only_weighs_in_the_score(tmp_path):
     """"the Military Hospital" of an English question is "Szpital Wojskowy" in a Polish
     article: not finding its spelling proves nothing, as for a one-word name. A person's name
@@ -299,14 +302,14 @@ def test_a_name_of_common_words_may_be_translated_so_it_only_weighs_in_the_score
         "hospital": "hospital <n>\nбо́лница\nmedical institution",
         "biden": "Biden <pn>\nБайдън\nsurname", "joe": "Joe <pn>\nДжо\ngiven name"})
     en = dictionary.load(tmp_path)["en"]
-    polish = "Szpital Wojskowy w Szczecinie otrzymał do tej pory 75 dawek szczepionki."
     question = "How many vaccine doses has the Military Hospital received?"
-    assert "'Military Hospital' is not in the articles" in _decide(question, polish, None).reasons
-    with_dict = _decide(question, polish, en)
+    without = _decide(question, POLISH_HOSPITAL, None)
+    assert "'Military Hospital' is not in the articles" in without.reasons
+    with_dict = _decide(question, POLISH_HOSPITAL, en)
     assert not any("not in the articles" in r for r in with_dict.reasons), with_dict.reasons
     assert with_dict.features[3] == 1.0  # counted with the one-word names the score weighs
     assert "'Joe Biden' is not in the articles" in _decide(
-        "How many vaccine doses did Joe Biden receive?", polish, en).reasons
+        "How many vaccine doses did Joe Biden receive?", POLISH_HOSPITAL, en).reasons
 
 
 def test_a_person_whose_names_are_also_words_must_still_be_there(tmp_path):
@@ -317,9 +320,8 @@ def test_a_person_whose_names_are_also_words_must_still_be_there(tmp_path):
         "walker": "walker <n>\nпешеходец\nperson who walks",
         "jack": "jack <n>\nкрик\nlifting device", "ma": "ma <n>\nмама\nmother"})
     en = dictionary.load(tmp_path)["en"]
-    polish = "Szpital Wojskowy w Szczecinie otrzymał do tej pory 75 dawek szczepionki."
     for name in ("Bill Walker", "Jack Ma"):  # "Ma" is too short to be judged a word
         analysis = analyse(f"How many doses did {name} receive?", "en", en)
         assert not analysis.names[0].common
         assert f"'{name}' is not in the articles" in _decide(
-            f"How many doses did {name} receive?", polish, en).reasons
+            f"How many doses did {name} receive?", POLISH_HOSPITAL, en).reasons
