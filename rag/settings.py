@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     candidates: int = Field(default=20, ge=1, le=500)
     dense_weight: float = 1.0
     # Breadth of Chroma's approximate (HNSW) search: how close the dense ranking comes to the
-    # exact one (HNSW_EF_SEARCH above). Not a relevance weight.
+    # exact one (HNSW_EF_SEARCH above); used when exact_search is off. Not a relevance weight.
     hnsw_ef_search: int = Field(default=HNSW_EF_SEARCH, ge=10)
     # Dense search over every passage vector held in memory (exact, and the same in every
     # process) instead of Chroma's HNSW graph, which is approximate and rebuilt differently by

@@ -293,23 +293,34 @@ class VectorMatrix:
     vectors: np.ndarray  # (len(ids), dim), L2-normalised rows
 
     def top(self, question_vector: np.ndarray, n: int) -> list[tuple[str, float]]:
-        """The n most similar passages, best first; ties by id, so the order never varies."""
+        """The n most similar passages, best first. Ties (copies of one wire story have one
+        vector) go by id, at the cut too, so neither the order of the rows nor the process
+        changes the result; scores are compared to 6 decimals, below which a product's
+        rounding may differ from row to row."""
         if not self.ids or n <= 0:
             return []
-        sims = self.vectors @ np.asarray(question_vector, dtype=np.float32)
+        sims = np.round(self.vectors @ np.asarray(question_vector, dtype=np.float32), 6)
         n = min(n, len(sims))
-        idx = np.argpartition(-sims, n - 1)[:n]
-        return sorted(((self.ids[i], float(sims[i])) for i in idx), key=lambda t: (-t[1], t[0]))
+        kth = np.partition(sims, len(sims) - n)[len(sims) - n]  # the n-th best score
+        idx = np.flatnonzero(sims >= kth)
+        return sorted(((self.ids[i], float(sims[i])) for i in idx),
+                      key=lambda t: (-t[1], t[0]))[:n]
 
 
 def refresh_matrix(store: ChromaStore, ids: Sequence[str],
                    previous: VectorMatrix | None = None) -> VectorMatrix:
     """The vectors of the collection as it is: from `previous`, dropping removed passages and
     reading only the added ones, or else read in full."""
+    wanted = set(ids)
     if previous is None:
         got_ids, vecs = store.vectors()
-        return VectorMatrix(tuple(got_ids), np.asarray(vecs, dtype=np.float32))
-    wanted = set(ids)
+        # Read page by page: a write by another process meanwhile may repeat a row or add one
+        # that `ids` does not have yet. Keep each passage of `ids` once.
+        seen: set[str] = set()
+        rows = [i for i, cid in enumerate(got_ids)
+                if cid in wanted and not (cid in seen or seen.add(cid))]
+        return _frozen(tuple(got_ids[i] for i in rows),
+                       np.asarray(vecs, dtype=np.float32)[rows] if rows else None)
     keep = [i for i, cid in enumerate(previous.ids) if cid in wanted]
     have = {previous.ids[i] for i in keep}
     added = [cid for cid in ids if cid not in have]
@@ -317,9 +328,15 @@ def refresh_matrix(store: ChromaStore, ids: Sequence[str],
     parts = [previous.vectors[keep]] if keep else []
     if new_ids:
         parts.append(np.asarray(new_vecs, dtype=np.float32))
-    vectors = (np.vstack(parts) if parts
-               else np.zeros((0, previous.vectors.shape[1]), np.float32))
-    return VectorMatrix(tuple(previous.ids[i] for i in keep) + tuple(new_ids), vectors)
+    return _frozen(tuple(previous.ids[i] for i in keep) + tuple(new_ids),
+                   np.vstack(parts) if parts else None, previous.vectors.shape[1])
+
+
+def _frozen(ids: tuple[str, ...], vectors: np.ndarray | None, dim: int = 0) -> VectorMatrix:
+    """A matrix no one can change: queries of several threads read it at once."""
+    vectors = vectors if vectors is not None else np.zeros((0, dim), np.float32)
+    vectors.flags.writeable = False
+    return VectorMatrix(ids, vectors)
 
 
 # --------------------------------------------------------------------------------------------
