@@ -360,6 +360,20 @@ def test_dense_search_is_exact_and_ordered(corpus, hash_embedder, tmp_path):
     assert calls == []
 
 
+def test_a_first_build_reads_the_vectors_once(corpus, hash_embedder, tmp_path, monkeypatch):
+    """The exact search's matrix and a hubness table computed in full need the same vectors."""
+    calls = []
+    real = type(corpus).vectors
+    monkeypatch.setattr(type(corpus), "vectors",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    r = HybridRetriever(corpus, hash_embedder, top_k=3, candidates=5, bm25_dir=tmp_path / "c")
+    assert r.retrieve("Шойгу ракети")
+    assert len(calls) == 1
+    ids, vecs = real(corpus)
+    assert r.current().hub.values == pytest.approx(dict(zip(ids, hubness(vecs).tolist(),
+                                                            strict=True)))
+
+
 def test_exact_search_breaks_ties_by_id_at_the_cut_too():
     """Copies of one wire story have one vector: which of them make the top n must not depend
     on the order the rows were read in (a full read and an incremental refresh differ)."""

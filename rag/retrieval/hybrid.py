@@ -197,7 +197,8 @@ class HubTable:
 
 def refresh_hubness(store: ChromaStore, cache_dir: Path | None,
                     ids: Sequence[str] | None = None,
-                    previous: HubTable | None = None, background: bool = False) -> HubTable:
+                    previous: HubTable | None = None, background: bool = False,
+                    vectors: tuple[Sequence[str], np.ndarray] | None = None) -> HubTable:
     """The hubness table for the collection as it is: from its persisted file if there is one;
     else, when the corpus is larger than the reference sample and an earlier table is at hand
     (`previous`, or the newest on disk), incrementally: removed chunks dropped, added ones
@@ -223,7 +224,8 @@ def refresh_hubness(store: ChromaStore, cache_dir: Path | None,
     how = "incrementally"
     if table is None:
         how = "in full"
-        got_ids, vecs = store.vectors()
+        # Every vector, as the caller already read them (the exact search's matrix) or now.
+        got_ids, vecs = vectors if vectors is not None else store.vectors()
         if len(got_ids) < 2:
             table = HubTable(fp, dict.fromkeys(got_ids, 0.0), list(got_ids),
                              np.zeros((len(got_ids), 0), np.float32))
@@ -743,11 +745,15 @@ class HybridRetriever:
             raise RagError("The index is empty: run `rag index` to add articles.")
         base = self._state or self._base
         ids = self.store.chunk_ids()
-        hub = (refresh_hubness(self.store, self.bm25_dir, ids,
-                               previous=base.hub if base is not None else None, background=True)
-               if self.hub_penalty else None)
         matrix = (refresh_matrix(self.store, ids, base.matrix if base is not None else None)
                   if self.exact_search else None)
+        # A first build reads every vector once: a hubness table computed in full uses the
+        # matrix just read (in the store's order, as a read of its own would be).
+        hub = (refresh_hubness(self.store, self.bm25_dir, ids,
+                               previous=base.hub if base is not None else None, background=True,
+                               vectors=(list(matrix.ids), matrix.vectors)
+                               if matrix is not None and base is None else None)
+               if self.hub_penalty else None)
         retrievers: list[BaseRetriever] = [
             DenseRetriever(self.store, self.embedder, self.candidates,
                            hub.values if hub is not None else None, self.hub_penalty,
