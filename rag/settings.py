@@ -29,10 +29,11 @@ def _settings_file() -> Path:
     return Path(os.environ.get("RAG_SETTINGS_FILE", "rag.toml"))
 
 
-# Candidates Chroma's HNSW search keeps while it searches. Chroma's default (100) missed passages
-# of the exact top 20 for over a quarter of the questions on a folder of 4,500 passages with many
-# near-identical copies of one wire story; 500 missed none on any folder measured, at no
-# measurable cost per query (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md).
+# Candidates Chroma's HNSW search keeps while it searches (only with exact_search off). Chroma's
+# default (100) missed passages of the exact top 20 for over a quarter of the questions on a
+# folder of 4,500 passages with many near-identical copies of one wire story; 500 missed none
+# of the top 20 (`python benchmarks/hnsw.py`, benchmarks/results/hnsw.md), but still some of
+# the top 40 and 80 the hubness correction reads, differently in each process.
 HNSW_EF_SEARCH = 500
 
 

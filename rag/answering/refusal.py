@@ -84,7 +84,8 @@ def load_model(path: Path = MODEL_FILE) -> RefusalModel:
         raise ValueError(f"{path}: features must be {FEATURES}, got {data.get('features')}")
     depth = int(data.get("relevant_depth", RELEVANT_DEPTH))
     if depth < 1:
-        raise ValueError(f"{path}: relevant_depth must be at least 1, got {depth}")
+        raise ValueError(f"{path}: relevant_depth must be at least 1, got {depth}; refit it "
+                         "with python benchmarks/fit_refusal.py --depths 4,6,8,10,12 --write")
     return RefusalModel(tuple(float(w) for w in data["weights"]), float(data["bias"]),
                         float(data["threshold"]), float(data["name_similarity"]),
                         int(data["count_span"]), str(data.get("fitted", "")),
